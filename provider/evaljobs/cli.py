@@ -1,0 +1,211 @@
+"""The ``evaljobs`` command: the one entrypoint of local mode, Kubernetes pods and the quickstart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from evaljobs.engine.errors import EvalJobsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    # SIGTERM (Airflow's on_kill, a pod's deletion) unwinds like Ctrl-C, so servers and files are cleaned up.
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.handler(args) or 0
+    except EvalJobsError as exc:
+        print(f"evaljobs: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evaljobs", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    catalog = commands.add_parser("catalog", help="list the benchmarks")
+    catalog.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    catalog.set_defaults(handler=_catalog)
+
+    prepare = commands.add_parser("prepare-model", help="make the embedded SmolLM2 servable, or check a folder")
+    group = prepare.add_mutually_exclusive_group(required=True)
+    group.add_argument("--out", type=Path, help="write the embedded SmolLM2-135M-Instruct here (idempotent)")
+    group.add_argument("--check", type=Path, metavar="DIR", help="check that vLLM can load this model folder")
+    prepare.set_defaults(handler=_prepare)
+
+    serve = commands.add_parser("serve", help="serve a checkpoint with vLLM until interrupted")
+    serve.add_argument("--checkpoint", required=True)
+    serve.add_argument("--model", help="the name to serve it under (default: the folder name)")
+    _resource_args(serve)
+    serve.add_argument("--log-dir", type=Path, default=Path("."))
+    serve.set_defaults(handler=_serve)
+
+    run = commands.add_parser("run", help="run an evaluation job")
+    run.add_argument("--spec", type=Path, help="a job spec (JSON or YAML); flags below override it")
+    run.add_argument("--checkpoint", help="model folder (served with vLLM)")
+    run.add_argument("--base-url", help="hosted OpenAI-compatible endpoint")
+    run.add_argument("--model", help="hosted model name / name to serve the checkpoint under")
+    run.add_argument("--api-key-secret", help="name of the secret (environment variable) holding the API key")
+    run.add_argument("--api", choices=["chat", "completions"])
+    run.add_argument("--benchmarks", help="comma-separated catalog names or custom benchmark .yaml paths")
+    run.add_argument("--limit", type=int, help="examples per benchmark (0 = all)")
+    run.add_argument("--num-fewshot", type=int)
+    run.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None)
+    run.add_argument("--system-prompt")
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--max-tokens", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--concurrency", type=int)
+    _resource_args(run)
+    run.add_argument("--project", help="destination project")
+    run.add_argument("--results-home", type=Path, help="default: $EVALJOBS_HOME or ~/.evaljobs")
+    run.add_argument("--job-id")
+    run.add_argument("--summary-out", type=Path, help="write the job summary JSON here (e.g. for XCom)")
+    run.set_defaults(handler=_run)
+
+    board = commands.add_parser("leaderboard", help="print a project's leaderboard")
+    board.add_argument("--project", default="evaljobs")
+    board.add_argument("--results-home", type=Path)
+    board.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    board.add_argument("--out", type=Path, help="write to this file instead of printing")
+    board.set_defaults(handler=_leaderboard)
+    return parser
+
+
+def _resource_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpus", type=int)
+    parser.add_argument("--max-model-len", type=int)
+    parser.add_argument("--dtype")
+    parser.add_argument("--startup-timeout", type=float)
+
+
+def _catalog(args: argparse.Namespace) -> None:
+    from evaljobs.engine import catalog
+
+    rows = []
+    for name in catalog.names():
+        entry = catalog.entries()[name]
+        kind = "custom rows" if "custom" in entry else entry.get("task", name)
+        needs = ", ".join(k for k in ("judge", "gated") if entry.get(k))
+        rows.append({"name": name, "category": entry["category"], "output": entry.get("output", "(from file)"),
+                     "source": kind, "needs": needs})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        print(f"{row['name']:34} {row['category']:22} {row['output']:16} {row['source']:26} {row['needs']}")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from evaljobs.engine import modelprep
+
+    folder = modelprep.prepare_embedded(args.out) if args.out else modelprep.check_folder(args.check)
+    print(f"{folder.path}: {folder.architecture}, {folder.weight_bytes / 1e6:.0f} MB of weights, "
+          f"context {folder.max_position_embeddings}, chat template: {'yes' if folder.has_chat_template else 'no'}"
+          " - vLLM can load it")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import time
+
+    from evaljobs.engine import serving
+    from evaljobs.engine.modelprep import check_folder
+    from evaljobs.engine.spec import JobSpec
+
+    spec = JobSpec.parse({"model": {"checkpoint": args.checkpoint, "model": args.model},
+                          "benchmarks": ["gsm8k"], "resources": _resources(args)})
+    check_folder(args.checkpoint)
+    with serving.start(args.checkpoint, spec.model.display_name, spec.resources, args.log_dir) as server:
+        print(f"serving {spec.model.display_name} at {server.base_url} (Ctrl-C stops it)", flush=True)
+        while server.alive():
+            time.sleep(1)
+
+
+def _resources(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("gpus", "max_model_len", "dtype", "startup_timeout")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def job_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge ``--spec`` with the flags (flags win) into the job spec dict."""
+    data: dict[str, Any] = _read_spec(args.spec) if args.spec else {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            data.setdefault(section, {})[key] = value
+
+    for key in ("checkpoint", "base_url", "model", "api_key_secret", "api"):
+        put("model", key, getattr(args, key))
+    for key in ("limit", "num_fewshot", "chat_template", "system_prompt", "temperature", "max_tokens", "seed",
+                "concurrency"):
+        put("settings", key, getattr(args, key))
+    for key, value in _resources(args).items():
+        put("resources", key, value)
+    put("destination", "project", args.project)
+    put("destination", "results_home", str(args.results_home) if args.results_home else None)
+    if args.benchmarks:
+        data["benchmarks"] = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    if args.job_id:
+        data["job_id"] = args.job_id
+    return data
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    import yaml
+
+    from evaljobs.engine.errors import SpecError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SpecError([f"--spec: cannot read {path}: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError([f"--spec: {path} must hold a mapping (model, benchmarks, settings, ...)"])
+    return data
+
+
+def _run(args: argparse.Namespace) -> None:
+    from evaljobs.engine.job import run_job
+    from evaljobs.engine.spec import JobSpec
+
+    spec = JobSpec.parse(job_spec_from_args(args))
+    result = run_job(spec)
+    print()
+    print(result.leaderboard.to_text())
+    print(f"\nresults: {spec.destination.results_home} (bundles: "
+          f"{spec.destination.results_home / 'bundles'}; leaderboard: evaljobs leaderboard --project "
+          f"{spec.destination.project} --results-home {spec.destination.results_home})")
+    if args.summary_out:
+        from evaljobs.engine.results import write_json
+
+        write_json(args.summary_out, result.summary())
+
+
+def _leaderboard(args: argparse.Namespace) -> None:
+    from evaljobs.engine import leaderboard
+    from evaljobs.engine.results import ResultsStore
+    from evaljobs.engine.spec import default_results_home
+
+    store = ResultsStore(args.results_home or default_results_home())
+    board = leaderboard.build(args.project, store.rows(args.project))
+    text = {"table": board.to_text, "json": board.to_json, "csv": board.to_csv}[args.format]()
+    if args.out:
+        args.out.write_text(text + ("" if text.endswith("\n") else "\n"))
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

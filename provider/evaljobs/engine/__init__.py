@@ -1,0 +1,1 @@
+"""The evaluation engine. Never imports Airflow; heavy libraries are imported inside functions."""

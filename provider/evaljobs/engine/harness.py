@@ -1,0 +1,201 @@
+"""Run benchmarks against an OpenAI-compatible endpoint with lm-evaluation-harness.
+
+Log-likelihood (multiple choice) needs ``/v1/completions`` with echo + logprobs, so it goes through lm-eval's
+``local-completions`` model; chat-only endpoints use ``local-chat-completions`` (generative tasks only;
+preflight refuses the rest). Requests are sent ``settings.concurrency`` at a time, retried with exponential
+backoff, and cached per model in lm-eval's SQLite request cache, written as each answer arrives: re-running
+a finished benchmark sends no request, and an interrupted one resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaljobs.engine.catalog import Benchmark
+from evaljobs.engine.errors import HarnessError
+from evaljobs.engine.spec import Settings
+
+
+@dataclass
+class Endpoint:
+    """Where requests go. ``tokenizer`` is a local folder (checkpoints); hosted chat endpoints have none."""
+
+    base_url: str
+    model: str
+    api: str = "completions"
+    tokenizer: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    max_length: int = 2048
+
+
+@dataclass
+class BenchmarkRun:
+    """The outcome of one benchmark: lm-eval's metrics and the per-example records."""
+
+    benchmark: Benchmark
+    metrics: dict[str, float]
+    n_samples: int
+    samples: list[dict[str, Any]]
+    seconds: float
+    harness: dict[str, Any]
+
+    @property
+    def score(self) -> float:
+        return self.metrics[self.benchmark.metric]
+
+
+def model_args(endpoint: Endpoint, settings: Settings) -> dict[str, Any]:
+    """lm-eval's ``local-completions`` / ``local-chat-completions`` arguments for ``endpoint``."""
+    path = "/completions" if endpoint.api == "completions" else "/chat/completions"
+    args: dict[str, Any] = {
+        "model": endpoint.model,
+        "base_url": endpoint.base_url + path,
+        "num_concurrent": settings.concurrency,
+        "max_retries": settings.max_retries,
+        "timeout": int(settings.request_timeout),
+        "max_length": endpoint.max_length,
+        "seed": settings.seed,
+    }
+    if endpoint.tokenizer:
+        args |= {"tokenizer": endpoint.tokenizer, "tokenizer_backend": "huggingface",
+                 "add_bos_token": adds_bos_token(endpoint.tokenizer)}
+    else:
+        args |= {"tokenizer_backend": "none", "tokenized_requests": False}
+    if endpoint.api_key:
+        args["header"] = {"Authorization": f"Bearer {endpoint.api_key}"}
+    return args
+
+
+def adds_bos_token(tokenizer_dir: str) -> bool:
+    """Whether the model's own tokenizer prepends BOS: lm-eval's API models never do unless told to.
+
+    Matching the tokenizer keeps vLLM-served log-likelihoods equal to those of transformers.
+    """
+    config = Path(tokenizer_dir) / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("add_bos_token", False))
+
+
+def generation_kwargs(settings: Settings) -> dict[str, Any] | None:
+    """Job-wide overrides of the benchmarks' generation settings."""
+    kwargs: dict[str, Any] = {}
+    if settings.temperature > 0:
+        kwargs |= {"do_sample": True, "temperature": settings.temperature}
+    if settings.top_p is not None:
+        kwargs["top_p"] = settings.top_p
+    if settings.max_tokens is not None:
+        kwargs["max_gen_toks"] = settings.max_tokens
+    return kwargs or None
+
+
+def task_for(benchmark: Benchmark, settings: Settings) -> str | dict[str, Any]:
+    """lm-eval's task argument, with the job's (or the catalog's default) few-shot count applied."""
+    config = benchmark.task_config()
+    fewshot = settings.num_fewshot if settings.num_fewshot is not None else benchmark.fewshot
+    if fewshot is None:
+        return config
+    if isinstance(config, str):
+        return {"task": config, "num_fewshot": fewshot}
+    return config | {"num_fewshot": fewshot}
+
+
+class Harness:
+    """One lm-eval model object and task index, reused for every benchmark of a job."""
+
+    def __init__(self, endpoint: Endpoint, settings: Settings, cache_dir: Path):
+        import lm_eval.api.registry
+        from lm_eval.tasks import TaskManager
+
+        self.settings = settings
+        name = "local-completions" if endpoint.api == "completions" else "local-chat-completions"
+        self.lm = lm_eval.api.registry.get_model(name).create_from_arg_obj(model_args(endpoint, settings), {})
+        self.task_manager = TaskManager()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = str(cache_dir / "requests")
+
+    def run(self, benchmark: Benchmark) -> BenchmarkRun:
+        """Evaluate one benchmark; lm-eval's errors become a :class:`HarnessError` naming the benchmark."""
+        import lm_eval
+
+        settings = self.settings
+        started = time.monotonic()
+        try:
+            out = lm_eval.simple_evaluate(
+                model=self.lm,
+                tasks=[task_for(benchmark, settings)],
+                limit=settings.limit or None,
+                log_samples=True,
+                use_cache=self.cache,
+                apply_chat_template=settings.chat_template,
+                system_instruction=settings.system_prompt,
+                gen_kwargs=generation_kwargs(settings),
+                random_seed=settings.seed,
+                numpy_random_seed=settings.seed,
+                torch_random_seed=settings.seed,
+                fewshot_random_seed=settings.seed,
+                bootstrap_iters=1000,
+                task_manager=self.task_manager,
+            )
+        except Exception as exc:
+            raise HarnessError(f"benchmark {benchmark.name} failed: {type(exc).__name__}: {exc}") from exc
+        seconds = time.monotonic() - started
+        return _collect(benchmark, out, seconds)
+
+
+def _collect(benchmark: Benchmark, out: dict[str, Any], seconds: float) -> BenchmarkRun:
+    task = benchmark.task or benchmark.name
+    results = out["results"]
+    if task not in results:
+        raise HarnessError(f"benchmark {benchmark.name}: lm-eval returned no results for task {task!r}")
+    metrics = {k: float(v) for k, v in results[task].items() if "," in k and isinstance(v, (int, float))}
+    leaves = _leaf_tasks(task, out.get("group_subtasks", {}))
+    samples = [_record(t, s, benchmark) for t in leaves for s in out.get("samples", {}).get(t, [])]
+    n = sum(out["n-samples"][t]["effective"] for t in leaves if t in out.get("n-samples", {}))
+    harness = {
+        "lm_eval_version": out.get("lm_eval_version") or _version("lm_eval"),
+        "task_versions": {t: out.get("versions", {}).get(t) for t in leaves},
+        "num_fewshot": {t: out.get("n-shot", {}).get(t) for t in leaves},
+        "task_hashes": out.get("task_hashes", {}),
+    }
+    return BenchmarkRun(benchmark, metrics, n, samples, seconds, harness)
+
+
+def _leaf_tasks(task: str, groups: dict[str, list[str]]) -> list[str]:
+    if task not in groups:
+        return [task]
+    return [leaf for sub in groups[task] for leaf in _leaf_tasks(sub, groups)]
+
+
+def _record(task: str, sample: dict[str, Any], benchmark: Benchmark) -> dict[str, Any]:
+    """One per-example trace: input, target, output, score (and per-choice log-likelihoods)."""
+    args = [list(a.values()) if isinstance(a, dict) else list(a) for a in _as_list(sample["arguments"])]
+    score_key = benchmark.metric.split(",")[0]
+    record: dict[str, Any] = {
+        "task": task,
+        "doc_id": sample["doc_id"],
+        "input": args[0][0] if args else "",
+        "target": sample.get("target"),
+        "score": sample.get(score_key),
+    }
+    if benchmark.output == "multiple_choice":
+        loglikelihoods = [float(r[0]) for r in _as_list(sample["filtered_resps"])]
+        record["choices"] = [a[1] for a in args]
+        record["loglikelihoods"] = loglikelihoods
+        record["output"] = max(range(len(loglikelihoods)), key=loglikelihoods.__getitem__) if loglikelihoods else None
+    else:
+        record["output"] = _as_list(sample["filtered_resps"])[0]
+        record["raw_output"] = _as_list(sample["resps"])[0][0] if sample.get("resps") else None
+    return record
+
+
+def _as_list(value: Any) -> list:
+    return list(value.values()) if isinstance(value, dict) else list(value)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)

@@ -1,0 +1,141 @@
+"""The local results store and result bundles, under a results home.
+
+Rows live in one SQLite file (WAL mode, one transaction a write), keyed by (project, model, benchmark,
+settings hash): a re-run replaces its row instead of adding one, and any number of jobs may write at once.
+Bundles (metrics JSON + per-example JSONL) are written to a temporary file and renamed into place, so a
+killed job never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    project TEXT NOT NULL,
+    model TEXT NOT NULL,
+    benchmark TEXT NOT NULL,
+    settings_hash TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    category TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    score REAL NOT NULL,
+    baseline REAL NOT NULL,
+    n_samples INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    bundle TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (project, model, benchmark, settings_hash)
+)
+"""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One (model, benchmark, settings) result of a project."""
+
+    project: str
+    model: str
+    benchmark: str
+    settings_hash: str
+    job_id: str
+    category: str
+    metric: str
+    score: float
+    baseline: float
+    n_samples: int
+    metrics: dict[str, float]
+    bundle: str
+    recorded_at: str = ""
+
+
+class ResultsStore:
+    """Results of every project under one results home."""
+
+    def __init__(self, home: str | Path):
+        self.home = Path(home).expanduser()
+        self.path = self.home / "results.sqlite"
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute(SCHEMA)
+            yield conn
+        finally:
+            conn.close()
+
+    def record(self, row: ResultRow) -> ResultRow:
+        """Insert ``row``, replacing an earlier result with the same key."""
+        row = ResultRow(**{**asdict(row), "recorded_at": row.recorded_at or datetime.now(UTC).isoformat()})
+        values = asdict(row) | {"metrics": json.dumps(row.metrics, sort_keys=True)}
+        columns = ", ".join(values)
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"INSERT OR REPLACE INTO results ({columns}) VALUES ({', '.join('?' * len(values))})",
+                         tuple(values.values()))
+            conn.execute("COMMIT")
+        return row
+
+    def rows(self, project: str | None = None) -> list[ResultRow]:
+        """All rows (of ``project``), oldest first."""
+        query, args = "SELECT * FROM results", ()
+        if project is not None:
+            query, args = query + " WHERE project = ?", (project,)
+        if not self.path.exists():
+            return []
+        with self._connect() as conn:
+            conn.row_factory = sqlite3.Row
+            found = conn.execute(query + " ORDER BY recorded_at", args).fetchall()
+        return [ResultRow(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in found]
+
+    def find(self, project: str, model: str, benchmark: str, settings_hash: str) -> ResultRow | None:
+        for row in self.rows(project):
+            if (row.model, row.benchmark, row.settings_hash) == (model, benchmark, settings_hash):
+                return row
+        return None
+
+    def bundle_dir(self, project: str, model: str, benchmark: str, settings_hash: str) -> Path:
+        return self.home / "bundles" / slug(project) / slug(model) / slug(benchmark) / settings_hash
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a project, model or benchmark name (no separators, no '..')."""
+    cleaned = re.sub(r"[^\w.-]+", "_", name).strip("._") or "_"
+    return cleaned[:120]
+
+
+def write_json(path: Path, data: Any) -> None:
+    _atomic_write(path, [json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"])
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    _atomic_write(path, (json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+
+
+def _atomic_write(path: Path, chunks: Iterable[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
