@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -78,6 +78,7 @@ class Server:
     model: str
     process: subprocess.Popen
     log_path: Path
+    api_key: str | None = field(default=None, repr=False)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -111,13 +112,17 @@ class Server:
 
 
 def start(model_dir: str | Path, served_name: str, resources: Resources, log_dir: str | Path,
-          python: str | None = None) -> Server:
-    """Start vLLM for ``model_dir`` and wait until it answers; stop it again if it does not."""
+          python: str | None = None, api_key: str | None = None) -> Server:
+    """Start vLLM for ``model_dir`` and wait until it answers; stop it again if it does not.
+
+    With ``api_key``, the server requires it on /v1 routes; it travels in the child's environment
+    (``VLLM_API_KEY``), never on the command line.
+    """
     port = free_port()
     log_path = Path(log_dir) / "vllm.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = vllm_command(str(model_dir), served_name, resources, port, python)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"} | ({"VLLM_API_KEY": api_key} if api_key else {})
     with log_path.open("ab") as log:
         try:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -125,7 +130,7 @@ def start(model_dir: str | Path, served_name: str, resources: Resources, log_dir
         except OSError as exc:
             raise ServingError(f"cannot start vLLM with {command[0]}: {exc}; set EVALJOBS_VLLM_PYTHON "
                                "to the Python of the environment that has vLLM") from None
-    server = Server(f"http://127.0.0.1:{port}/v1", served_name, process, log_path)
+    server = Server(f"http://127.0.0.1:{port}/v1", served_name, process, log_path, api_key)
     try:
         wait_ready(server, resources.startup_timeout)
     except BaseException:
@@ -138,7 +143,8 @@ def wait_ready(server: Server, timeout: float, poll: float = 0.5) -> None:
     """Wait until ``/health`` answers 200 and ``/v1/models`` lists the model, within ``timeout`` seconds."""
     root = server.base_url.removesuffix("/v1")
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=5.0) as client:
+    headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
+    with httpx.Client(timeout=5.0, headers=headers) as client:
         while time.monotonic() < deadline:
             if not server.alive():
                 raise ServingError(

