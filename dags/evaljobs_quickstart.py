@@ -24,8 +24,12 @@ EMBEDDED_MODEL = "models/smollm2-135m-instruct"
     tags=["evaljobs", "example"],
     params={
         "checkpoint": Param("", type="string", description="model folder; empty = the embedded SmolLM2"),
-        "benchmarks": Param([], type="array", description="catalog names or custom .yaml paths; empty = "
-                            "GSM8K, ARC-Challenge and MMLU marketing (local rows when EVALJOBS_DATA_ROOT is set)"),
+        "benchmarks": Param(
+            [],
+            type="array",
+            description="catalog names or custom .yaml paths; empty = "
+            "GSM8K, ARC-Challenge and MMLU marketing (local rows when EVALJOBS_DATA_ROOT is set)",
+        ),
         "limit": Param(40, type="integer", minimum=0, description="examples per benchmark (0 = all)"),
         "project": Param("quickstart", type="string", description="destination project"),
     },
@@ -37,13 +41,15 @@ def evaljobs_quickstart():
         from evaljobs.engine.spec import JobSpec, default_results_home
 
         home = default_results_home()
-        spec = JobSpec.parse({
-            "model": {"checkpoint": params["checkpoint"] or str(home / EMBEDDED_MODEL)},
-            "benchmarks": params["benchmarks"]
-            or (LOCAL_BENCHMARKS if os.environ.get("EVALJOBS_DATA_ROOT") else HUB_BENCHMARKS),
-            "settings": {"limit": params["limit"]},
-            "destination": {"project": params["project"]},
-        })
+        spec = JobSpec.parse(
+            {
+                "model": {"checkpoint": params["checkpoint"] or str(home / EMBEDDED_MODEL)},
+                "benchmarks": params["benchmarks"]
+                or (LOCAL_BENCHMARKS if os.environ.get("EVALJOBS_DATA_ROOT") else HUB_BENCHMARKS),
+                "settings": {"limit": params["limit"]},
+                "destination": {"project": params["project"]},
+            }
+        )
         return run_local(spec)
 
     evaluate()

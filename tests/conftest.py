@@ -13,10 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 PREPARED_MODEL = Path(os.environ.get("EVALJOBS_HOME") or REPO / ".evaljobs") / "models" / "smollm2-135m-instruct"
 
 
+# Outside `make`: the vLLM environment that `make` creates and the shared rows beside the checkout.
+os.environ.setdefault("EVALJOBS_VLLM_PYTHON", str(REPO / ".venv-vllm" / "bin" / "python"))
+os.environ.setdefault("EVALJOBS_DATA_ROOT", str(REPO.parent / "shared" / "benchdata"))
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """../shared/benchdata (or $EVALJOBS_DATA_ROOT): real GSM8K, MMLU and ARC rows."""
-    root = Path(os.environ.get("EVALJOBS_DATA_ROOT") or REPO.parent / "shared" / "benchdata")
+    root = Path(os.environ["EVALJOBS_DATA_ROOT"])
     assert (root / "gsm8k" / "test.jsonl").is_file(), f"benchmark rows not found under {root}"
     return root
 

@@ -98,8 +98,15 @@ def _catalog(args: argparse.Namespace) -> None:
         entry = catalog.entries()[name]
         kind = "custom rows" if "custom" in entry else entry.get("task", name)
         needs = ", ".join(k for k in ("judge", "gated") if entry.get(k))
-        rows.append({"name": name, "category": entry["category"], "output": entry.get("output", "(from file)"),
-                     "source": kind, "needs": needs})
+        rows.append(
+            {
+                "name": name,
+                "category": entry["category"],
+                "output": entry.get("output", "(from file)"),
+                "source": kind,
+                "needs": needs,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -111,9 +118,11 @@ def _prepare(args: argparse.Namespace) -> None:
     from evaljobs.engine import modelprep
 
     folder = modelprep.prepare_embedded(args.out) if args.out else modelprep.check_folder(args.check)
-    print(f"{folder.path}: {folder.architecture}, {folder.weight_bytes / 1e6:.0f} MB of weights, "
-          f"context {folder.max_position_embeddings}, chat template: {'yes' if folder.has_chat_template else 'no'}"
-          " - vLLM can load it")
+    print(
+        f"{folder.path}: {folder.architecture}, {folder.weight_bytes / 1e6:.0f} MB of weights, "
+        f"context {folder.max_position_embeddings}, chat template: {'yes' if folder.has_chat_template else 'no'}"
+        " - vLLM can load it"
+    )
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -123,8 +132,13 @@ def _serve(args: argparse.Namespace) -> None:
     from evaljobs.engine.modelprep import check_folder
     from evaljobs.engine.spec import JobSpec
 
-    spec = JobSpec.parse({"model": {"checkpoint": args.checkpoint, "model": args.model},
-                          "benchmarks": ["gsm8k"], "resources": _resources(args)})
+    spec = JobSpec.parse(
+        {
+            "model": {"checkpoint": args.checkpoint, "model": args.model},
+            "benchmarks": ["gsm8k"],
+            "resources": _resources(args),
+        }
+    )
     check_folder(args.checkpoint)
     with serving.start(args.checkpoint, spec.model.display_name, spec.resources, args.log_dir) as server:
         print(f"serving {spec.model.display_name} at {server.base_url} (Ctrl-C stops it)", flush=True)
@@ -147,8 +161,16 @@ def job_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
     for key in ("checkpoint", "base_url", "model", "api_key_secret", "api"):
         put("model", key, getattr(args, key))
-    for key in ("limit", "num_fewshot", "chat_template", "system_prompt", "temperature", "max_tokens", "seed",
-                "concurrency"):
+    for key in (
+        "limit",
+        "num_fewshot",
+        "chat_template",
+        "system_prompt",
+        "temperature",
+        "max_tokens",
+        "seed",
+        "concurrency",
+    ):
         put("settings", key, getattr(args, key))
     for key, value in _resources(args).items():
         put("resources", key, value)
@@ -183,9 +205,11 @@ def _run(args: argparse.Namespace) -> None:
     result = run_job(spec)
     print()
     print(result.leaderboard.to_text())
-    print(f"\nresults: {spec.destination.results_home} (bundles: "
-          f"{spec.destination.results_home / 'bundles'}; leaderboard: evaljobs leaderboard --project "
-          f"{spec.destination.project} --results-home {spec.destination.results_home})")
+    print(
+        f"\nresults: {spec.destination.results_home} (bundles: "
+        f"{spec.destination.results_home / 'bundles'}; leaderboard: evaljobs leaderboard --project "
+        f"{spec.destination.project} --results-home {spec.destination.results_home})"
+    )
     if args.summary_out:
         from evaljobs.engine.results import write_json
 
@@ -204,7 +228,7 @@ def _leaderboard(args: argparse.Namespace) -> None:
         args.out.write_text(text + ("" if text.endswith("\n") else "\n"))
         print(f"wrote {args.out}")
     else:
-        print(text)
+        print(text.rstrip("\n"))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,23 @@ def test_every_catalog_task_is_known_to_lm_eval():
 
 
 def test_open_llm_leaderboard_and_common_benchmarks_are_listed():
-    wanted = {"mmlu", "mmlu_pro", "gsm8k", "arc_challenge", "arc_easy", "hellaswag", "ifeval", "bbh",
-              "gpqa_diamond", "musr", "math", "truthfulqa", "winogrande", "boolq", "piqa"}
+    wanted = {
+        "mmlu",
+        "mmlu_pro",
+        "gsm8k",
+        "arc_challenge",
+        "arc_easy",
+        "hellaswag",
+        "ifeval",
+        "bbh",
+        "gpqa_diamond",
+        "musr",
+        "math",
+        "truthfulqa",
+        "winogrande",
+        "boolq",
+        "piqa",
+    }
     assert wanted <= set(catalog.names())
 
 

@@ -32,10 +32,23 @@ def mmlu_slice(data_root: Path, tmp_path: Path, answer_as: str) -> Path:
     return out
 
 
-ARC = {"name": "arc_local", "type": "multiple_choice", "prompt": "{{query}}\nAnswer:", "choices": "choices",
-       "answer": "gold", "answer_format": "index"}
-GSM8K = {"name": "gsm_local", "type": "generate", "prompt": "Question: {{question}}\nAnswer:",
-         "answer": "{{answer.split('####')[-1]}}", "extract": "last_number", "until": ["\n\n"], "max_tokens": 64}
+ARC = {
+    "name": "arc_local",
+    "type": "multiple_choice",
+    "prompt": "{{query}}\nAnswer:",
+    "choices": "choices",
+    "answer": "gold",
+    "answer_format": "index",
+}
+GSM8K = {
+    "name": "gsm_local",
+    "type": "generate",
+    "prompt": "Question: {{question}}\nAnswer:",
+    "answer": "{{answer.split('####')[-1]}}",
+    "extract": "last_number",
+    "until": ["\n\n"],
+    "max_tokens": 64,
+}
 
 
 def test_multiple_choice_index_answers(data_root, tmp_path):
@@ -52,11 +65,18 @@ def test_letter_and_text_answers_compile_to_the_same_targets(data_root, tmp_path
     from lm_eval.utils import apply_template
 
     index_rows = list(csv.DictReader((data_root / "mmlu/test/marketing_test.csv").open()))[:10]
-    body = {"name": "mk", "type": "multiple_choice", "prompt": "{{question}}\nAnswer:",
-            "choices": ["choice0", "choice1", "choice2", "choice3"], "answer": "answer"}
+    body = {
+        "name": "mk",
+        "type": "multiple_choice",
+        "prompt": "{{question}}\nAnswer:",
+        "choices": ["choice0", "choice1", "choice2", "choice3"],
+        "answer": "answer",
+    }
     for answer_as in ("letter", "text"):
         data = mmlu_slice(data_root, tmp_path, answer_as)
-        bench = custom.load(write(tmp_path, {**body, "data": str(data), "answer_format": answer_as}, f"{answer_as}.yaml"))
+        bench = custom.load(
+            write(tmp_path, {**body, "data": str(data), "answer_format": answer_as}, f"{answer_as}.yaml")
+        )
         rows = list(csv.DictReader(data.open()))
         targets = [apply_template(bench.task_config()["doc_to_target"], row) for row in rows]
         assert targets == [r["answer"] for r in index_rows]
@@ -84,7 +104,11 @@ def test_relative_data_path_and_variables(data_root, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("change", "key", "message"),
     [
-        ({"prompt": "{{question}}"}, "prompt", "row 1: 'question' is undefined; the row's fields are: choices, query, gold"),
+        (
+            {"prompt": "{{question}}"},
+            "prompt",
+            "row 1: 'question' is undefined; the row's fields are: choices, query, gold",
+        ),
         ({"choices": "options"}, "choices", "row 1 has no field 'options'"),
         ({"choices": "query"}, "choices", "field 'query' must hold a list"),
         ({"answer": "label"}, "answer", "'label' is undefined"),
@@ -130,8 +154,9 @@ def test_answer_missing_in_a_later_row_is_found(data_root, tmp_path):
         custom.load(write(tmp_path, {**ARC, "data": "rows.jsonl"}))
 
 
-@pytest.mark.parametrize(("extract", "message"), [("(unclosed", "bad regular expression"),
-                                                  ("no groups", "exactly one group")])
+@pytest.mark.parametrize(
+    ("extract", "message"), [("(unclosed", "bad regular expression"), ("no groups", "exactly one group")]
+)
 def test_bad_extract(data_root, tmp_path, extract, message):
     with pytest.raises(CustomBenchmarkError, match=message):
         custom.load(write(tmp_path, {**GSM8K, "data": str(data_root / "gsm8k/test.jsonl"), "extract": extract}))

@@ -17,7 +17,9 @@ def test_prepared_smollm2_is_loadable(model_dir):
     # Weight bytes come from the header alone and must account for every byte after it.
     assert folder.weight_bytes == shard.stat().st_size - 8 - header_len
     config = json.loads((model_dir / "config.json").read_text())
-    assert folder.kv_cache_bytes(1000) == 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * 64 * 1000 * 2
+    assert (
+        folder.kv_cache_bytes(1000) == 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * 64 * 1000 * 2
+    )
 
 
 def test_missing_parts_are_listed_together(model_dir, tmp_path):

@@ -9,9 +9,20 @@ from evaljobs.engine.results import ResultRow, ResultsStore, slug
 
 
 def row(model="m", benchmark="b", score=0.5, baseline=0.25, settings_hash="h", project="p") -> ResultRow:
-    return ResultRow(project=project, model=model, benchmark=benchmark, settings_hash=settings_hash, job_id="j",
-                     category="c", metric="acc,none", score=score, baseline=baseline, n_samples=10,
-                     metrics={"acc,none": score}, bundle="/b")
+    return ResultRow(
+        project=project,
+        model=model,
+        benchmark=benchmark,
+        settings_hash=settings_hash,
+        job_id="j",
+        category="c",
+        metric="acc,none",
+        score=score,
+        baseline=baseline,
+        n_samples=10,
+        metrics={"acc,none": score},
+        bundle="/b",
+    )
 
 
 def test_rerun_replaces_instead_of_duplicating(tmp_path):
@@ -54,15 +65,26 @@ def test_normalise():
 
 
 def test_leaderboard_ranks_by_normalised_average():
-    rows = [row("a", "mc", 0.625), row("a", "gen", 0.1, 0.0), row("b", "mc", 0.25), row("b", "gen", 0.5, 0.0),
-            row("c", "mc", 1.0)]
+    rows = [
+        row("a", "mc", 0.625),
+        row("a", "gen", 0.1, 0.0),
+        row("b", "mc", 0.25),
+        row("b", "gen", 0.5, 0.0),
+        row("c", "mc", 1.0),
+    ]
     board = leaderboard.build("p", rows)
     assert board.benchmarks == ["gen", "mc"]
     # a: (50 + 10) / 2 = 30; b: (0 + 50) / 2 = 25; c has one benchmark only, so it ranks after full rows.
     assert [(e.model, round(e.average, 6)) for e in board.entries] == [("a", 30.0), ("b", 25.0), ("c", 100.0)]
     data = json.loads(board.to_json())
-    assert data["rows"][0] == {"rank": 1, "model": "a", "average": 30.0, "benchmarks": 2,
-                               "scores": {"mc": 0.625, "gen": 0.1}, "normalised": {"mc": 50.0, "gen": 10.0}}
+    assert data["rows"][0] == {
+        "rank": 1,
+        "model": "a",
+        "average": 30.0,
+        "benchmarks": 2,
+        "scores": {"mc": 0.625, "gen": 0.1},
+        "normalised": {"mc": 50.0, "gen": 10.0},
+    }
     assert board.to_csv().splitlines()[:2] == ["rank,model,average,gen,mc", "1,a,30.0000,0.1000,0.6250"]
     assert board.to_csv().splitlines()[3] == "3,c,100.0000,-,1.0000"
     assert "1  a" in board.to_text()

@@ -45,21 +45,35 @@ def test_both_checkpoint_and_base_url():
     ("data", "expected"),
     [
         ({"model": {"base_url": "http://h/v1"}, "benchmarks": ["gsm8k"]}, "model: a hosted endpoint needs model"),
-        ({"model": {"base_url": "file:///etc/passwd", "model": "m"}, "benchmarks": ["gsm8k"]},
-         "model.base_url: 'file:///etc/passwd' is not an http(s) URL"),
-        ({"model": {"base_url": "http://h", "model": "m", "api_key_secret": "my key"}, "benchmarks": ["gsm8k"]},
-         "model.api_key_secret: 'my key' is not a secret name"),
-        ({"model": CHECKPOINT, "benchmarks": ["gsm8k"], "resources": {"gpus": 3}},
-         "resources.gpus: Input should be less than or equal to 2 (got 3)"),
+        (
+            {"model": {"base_url": "file:///etc/passwd", "model": "m"}, "benchmarks": ["gsm8k"]},
+            "model.base_url: 'file:///etc/passwd' is not an http(s) URL",
+        ),
+        (
+            {"model": {"base_url": "http://h", "model": "m", "api_key_secret": "my key"}, "benchmarks": ["gsm8k"]},
+            "model.api_key_secret: 'my key' is not a secret name",
+        ),
+        (
+            {"model": CHECKPOINT, "benchmarks": ["gsm8k"], "resources": {"gpus": 3}},
+            "resources.gpus: Input should be less than or equal to 2 (got 3)",
+        ),
         ({"model": CHECKPOINT, "benchmarks": []}, "benchmarks: List should have at least 1 item"),
-        ({"model": CHECKPOINT, "benchmarks": ["gsm8k"], "settings": {"limt": 3}},
-         "settings.limt: unknown field; remove it or check its spelling"),
-        ({"model": CHECKPOINT, "benchmarks": ["gsm8k"], "settings": {"limit": "ten"}},
-         "settings.limit: Input should be a valid integer"),
-        ({"model": CHECKPOINT, "benchmarks": ["gsm8k"], "destination": {"project": "../etc"}},
-         "destination.project: '../etc' is not a project name"),
-        ({"model": {"base_url": "http://h", "model": "m"}, "benchmarks": ["gsm8k"], "resources": {"gpus": 1}},
-         "resources.gpus must be 0 for a hosted model"),
+        (
+            {"model": CHECKPOINT, "benchmarks": ["gsm8k"], "settings": {"limt": 3}},
+            "settings.limt: unknown field; remove it or check its spelling",
+        ),
+        (
+            {"model": CHECKPOINT, "benchmarks": ["gsm8k"], "settings": {"limit": "ten"}},
+            "settings.limit: Input should be a valid integer",
+        ),
+        (
+            {"model": CHECKPOINT, "benchmarks": ["gsm8k"], "destination": {"project": "../etc"}},
+            "destination.project: '../etc' is not a project name",
+        ),
+        (
+            {"model": {"base_url": "http://h", "model": "m"}, "benchmarks": ["gsm8k"], "resources": {"gpus": 1}},
+            "resources.gpus must be 0 for a hosted model",
+        ),
     ],
 )
 def test_bad_specs_name_field_and_fix(data, expected):

@@ -64,16 +64,24 @@ def resolve(name: str) -> Benchmark:
     their content is checked by :func:`load`, which preflight calls.
     """
     if is_custom_path(name):
-        return Benchmark(name=name, category="custom", output="generate", metric="", baseline=0.0,
-                         custom=Path(name).expanduser())
+        return Benchmark(
+            name=name, category="custom", output="generate", metric="", baseline=0.0, custom=Path(name).expanduser()
+        )
     entry = entries().get(name)
     if entry is None:
         close = difflib.get_close_matches(name, names(), n=4, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "run `evaljobs catalog` to list them"
         raise LookupError(f"unknown benchmark {name!r}; {hint} (or give a custom benchmark .yaml path)")
     if "custom" in entry:
-        return Benchmark(name=name, category=entry["category"], output="generate", metric="", baseline=0.0,
-                         custom=Path(str(DATA / "benchmarks" / entry["custom"])), params=entry.get("params", {}))
+        return Benchmark(
+            name=name,
+            category=entry["category"],
+            output="generate",
+            metric="",
+            baseline=0.0,
+            custom=Path(str(DATA / "benchmarks" / entry["custom"])),
+            params=entry.get("params", {}),
+        )
     return Benchmark(**entry)
 
 
@@ -86,12 +94,14 @@ def load(name: str) -> Benchmark:
 
     loaded = custom.load(benchmark.custom, benchmark.params)
     name = loaded.name if is_custom_path(name) else name
-    return benchmark.model_copy(update={
-        "name": name,
-        "config": loaded.task_config() | {"task": name},
-        "category": loaded.spec.category if is_custom_path(name) else benchmark.category,
-        "output": loaded.output,
-        "metric": loaded.metric,
-        "baseline": loaded.baseline,
-        "fewshot": loaded.spec.num_fewshot,
-    })
+    return benchmark.model_copy(
+        update={
+            "name": name,
+            "config": loaded.task_config() | {"task": name},
+            "category": loaded.spec.category if is_custom_path(name) else benchmark.category,
+            "output": loaded.output,
+            "metric": loaded.metric,
+            "baseline": loaded.baseline,
+            "fewshot": loaded.spec.num_fewshot,
+        }
+    )

@@ -15,8 +15,16 @@ from evaljobs.engine.spec import JobSpec
 
 def run_command(spec_file: str | Path, summary_file: str | Path, python: str | None = None) -> list[str]:
     """``evaljobs run`` for a spec file, writing the job summary JSON to ``summary_file``."""
-    return [python or sys.executable, "-m", "evaljobs.cli", "run", "--spec", str(spec_file),
-            "--summary-out", str(summary_file)]
+    return [
+        python or sys.executable,
+        "-m",
+        "evaljobs.cli",
+        "run",
+        "--spec",
+        str(spec_file),
+        "--summary-out",
+        str(summary_file),
+    ]
 
 
 def run_local(spec: JobSpec) -> dict[str, Any]:
@@ -27,6 +35,8 @@ def run_local(spec: JobSpec) -> dict[str, Any]:
     summary_file.unlink(missing_ok=True)
     completed = subprocess.run(run_command(spec_file, summary_file), check=False)
     if completed.returncode != 0:
-        raise HarnessError(f"evaluation job {spec.job_id} failed (evaljobs run exited with {completed.returncode}); "
-                           f"its messages are above, finished benchmarks are under {spec.destination.results_home}")
+        raise HarnessError(
+            f"evaluation job {spec.job_id} failed (evaljobs run exited with {completed.returncode}); "
+            f"its messages are above, finished benchmarks are under {spec.destination.results_home}"
+        )
     return json.loads(summary_file.read_text())

@@ -260,7 +260,9 @@ def _check_rows(path: Path, spec: CustomBenchmarkFile, rows: list[dict]) -> None
                 raise CustomBenchmarkError(path, "answer", f"row {number}: the answer is empty")
             continue
         if spec.choices is None:
-            raise CustomBenchmarkError(path, "choices", "multiple_choice needs choices (a field, field names or a list)")
+            raise CustomBenchmarkError(
+                path, "choices", "multiple_choice needs choices (a field, field names or a list)"
+            )
         choices = _checked_choices(path, spec.choices, row, number)
         answer = _render(path, "answer", _answer_template(spec.answer), row, number).strip()
         _check_answer(path, spec.answer_format, answer, choices, number)
@@ -270,7 +272,9 @@ def _checked_choices(path: Path, choices: str | list[str], row: dict, number: in
     fields = choices if isinstance(choices, list) else [choices] if FIELD.match(choices) else []
     for field in fields:
         if field not in row:
-            raise CustomBenchmarkError(path, "choices", f"row {number} has no field {field!r}; fields: {', '.join(row)}")
+            raise CustomBenchmarkError(
+                path, "choices", f"row {number} has no field {field!r}; fields: {', '.join(row)}"
+            )
     if isinstance(choices, str) and fields and not isinstance(row[choices], list):
         raise CustomBenchmarkError(path, "choices", f"row {number}: field {choices!r} must hold a list of options")
     try:
@@ -281,8 +285,10 @@ def _checked_choices(path: Path, choices: str | list[str], row: dict, number: in
         rendered = None
     if not isinstance(rendered, list) or len(rendered) < 2:
         raise CustomBenchmarkError(
-            path, "choices", f"row {number}: choices must give a list of at least 2 options "
-            "(a field holding a list, a list of field names, or one {{ [...] }} Jinja expression)"
+            path,
+            "choices",
+            f"row {number}: choices must give a list of at least 2 options "
+            "(a field holding a list, a list of field names, or one {{ [...] }} Jinja expression)",
         )
     return rendered
 
@@ -290,8 +296,12 @@ def _checked_choices(path: Path, choices: str | list[str], row: dict, number: in
 def _check_answer(path: Path, fmt: str, answer: str, choices: list[str], number: int) -> None:
     n = len(choices)
     if fmt == "index" and not (answer.isdigit() and int(answer) < n):
-        raise CustomBenchmarkError(path, "answer", f"row {number}: {answer!r} is not an index 0..{n - 1}; "
-                                   "set answer_format to letter or text if the answers are letters or texts")
+        raise CustomBenchmarkError(
+            path,
+            "answer",
+            f"row {number}: {answer!r} is not an index 0..{n - 1}; "
+            "set answer_format to letter or text if the answers are letters or texts",
+        )
     if fmt == "letter" and not (len(answer) == 1 and answer.upper() in LETTERS[:n]):
         raise CustomBenchmarkError(path, "answer", f"row {number}: {answer!r} is not a letter A..{LETTERS[n - 1]}")
     if fmt == "text" and answer not in choices:

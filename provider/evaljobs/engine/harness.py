@@ -61,8 +61,11 @@ def model_args(endpoint: Endpoint, settings: Settings) -> dict[str, Any]:
         "seed": settings.seed,
     }
     if endpoint.tokenizer:
-        args |= {"tokenizer": endpoint.tokenizer, "tokenizer_backend": "huggingface",
-                 "add_bos_token": adds_bos_token(endpoint.tokenizer)}
+        args |= {
+            "tokenizer": endpoint.tokenizer,
+            "tokenizer_backend": "huggingface",
+            "add_bos_token": adds_bos_token(endpoint.tokenizer),
+        }
     else:
         args |= {"tokenizer_backend": "none", "tokenized_requests": False}
     if endpoint.api_key:
@@ -110,6 +113,7 @@ class Harness:
         from lm_eval.tasks import TaskManager
 
         self.settings = settings
+        self.chat = endpoint.api == "chat"
         name = "local-completions" if endpoint.api == "completions" else "local-chat-completions"
         self.lm = lm_eval.api.registry.get_model(name).create_from_arg_obj(model_args(endpoint, settings), {})
         self.task_manager = TaskManager()
@@ -129,7 +133,8 @@ class Harness:
                 limit=settings.limit or None,
                 log_samples=True,
                 use_cache=self.cache,
-                apply_chat_template=settings.chat_template,
+                # A chat endpoint applies the model's template itself; lm-eval must send messages to it.
+                apply_chat_template=settings.chat_template or self.chat,
                 system_instruction=settings.system_prompt,
                 gen_kwargs=generation_kwargs(settings),
                 random_seed=settings.seed,

@@ -40,8 +40,7 @@ class JobResult:
         }
 
 
-def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None,
-            log: Callable[[str], None] = print) -> JobResult:
+def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callable[[str], None] = print) -> JobResult:
     """Run ``spec`` end to end. Every finished benchmark is recorded at once, so a failure keeps them."""
     checked = preflight.run(spec, secrets)
     home = spec.destination.results_home
@@ -52,7 +51,9 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None,
         harness = Harness(endpoint, spec.settings, home / "cache" / model_key(spec))
         versions = {"evaljobs": __version__, "vllm": server_version(endpoint) if server else None}
         for number, benchmark in enumerate(checked.benchmarks, 1):
-            log(f"[{number}/{len(checked.benchmarks)}] {benchmark.name} ({benchmark.output}, metric {benchmark.metric})")
+            log(
+                f"[{number}/{len(checked.benchmarks)}] {benchmark.name} ({benchmark.output}, metric {benchmark.metric})"
+            )
             served_before = requests_served(endpoint) if server else None
             try:
                 run = harness.run(benchmark)
@@ -64,18 +65,23 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None,
                 continue
             sent = requests_served(endpoint) - served_before if server else None
             rows.append(_record(store, spec, run, sent, versions))
-            log(f"    {benchmark.metric} = {run.score:.4f} on {run.n_samples} examples in {run.seconds:.1f} s"
-                + (f", {sent} requests answered by the server" if sent is not None else ""))
+            log(
+                f"    {benchmark.metric} = {run.score:.4f} on {run.n_samples} examples in {run.seconds:.1f} s"
+                + (f", {sent} requests answered by the server" if sent is not None else "")
+            )
     board = leaderboard.build(spec.destination.project, store.rows(spec.destination.project))
     if failures:
-        raise HarnessError(f"{len(failures)} of {len(checked.benchmarks)} benchmarks failed (finished ones are "
-                           f"recorded under {home}):\n" + "\n".join(failures))
+        raise HarnessError(
+            f"{len(failures)} of {len(checked.benchmarks)} benchmarks failed (finished ones are "
+            f"recorded under {home}):\n" + "\n".join(failures)
+        )
     return JobResult(spec, rows, board)
 
 
 @contextmanager
-def _endpoint(spec: JobSpec, checked: preflight.Checked, workdir: Path,
-              log: Callable[[str], None]) -> Iterator[tuple[Endpoint, serving.Server | None]]:
+def _endpoint(
+    spec: JobSpec, checked: preflight.Checked, workdir: Path, log: Callable[[str], None]
+) -> Iterator[tuple[Endpoint, serving.Server | None]]:
     """The endpoint to evaluate: a vLLM server started (and always stopped) here, or the hosted one."""
     model, resources = spec.model, spec.resources
     if model.hosted:
@@ -85,8 +91,12 @@ def _endpoint(spec: JobSpec, checked: preflight.Checked, workdir: Path,
     started = time.monotonic()
     with serving.start(model.checkpoint, model.display_name, resources, workdir) as server:
         log(f"vLLM ready at {server.base_url} in {time.monotonic() - started:.0f} s")
-        yield Endpoint(server.base_url, server.model, "completions", str(checked.folder.path), None,
-                       resources.max_model_len), server
+        yield (
+            Endpoint(
+                server.base_url, server.model, "completions", str(checked.folder.path), None, resources.max_model_len
+            ),
+            server,
+        )
 
 
 def model_key(spec: JobSpec) -> str:
@@ -104,8 +114,11 @@ def model_key(spec: JobSpec) -> str:
 def requests_served(endpoint: Endpoint) -> int:
     """Requests vLLM has finished so far, from its Prometheus metrics."""
     text = httpx.get(endpoint.base_url.removesuffix("/v1") + "/metrics", timeout=10).text
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("vllm:request_success_total")))
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:request_success_total")
+        )
+    )
 
 
 def server_version(endpoint: Endpoint) -> str | None:
@@ -115,8 +128,9 @@ def server_version(endpoint: Endpoint) -> str | None:
         return None
 
 
-def _record(store: ResultsStore, spec: JobSpec, run: BenchmarkRun, sent: int | None,
-            versions: dict[str, Any]) -> ResultRow:
+def _record(
+    store: ResultsStore, spec: JobSpec, run: BenchmarkRun, sent: int | None, versions: dict[str, Any]
+) -> ResultRow:
     benchmark, settings, project = run.benchmark, spec.settings, spec.destination.project
     model = spec.model.display_name
     bundle = store.bundle_dir(project, model, benchmark.name, settings.score_hash())
@@ -133,14 +147,28 @@ def _record(store: ResultsStore, spec: JobSpec, run: BenchmarkRun, sent: int | N
         "settings": settings.model_dump(),
         "settings_hash": settings.score_hash(),
         "resources": spec.resources.model_dump(),
-        "timing": {"seconds": round(run.seconds, 3), "requests_answered_by_server": sent,
-                   "requests_per_second": round(sent / run.seconds, 3) if sent and run.seconds else None},
+        "timing": {
+            "seconds": round(run.seconds, 3),
+            "requests_answered_by_server": sent,
+            "requests_per_second": round(sent / run.seconds, 3) if sent and run.seconds else None,
+        },
         "versions": versions | {"lm_eval": run.harness["lm_eval_version"]},
         "harness": run.harness,
     }
     write_json(bundle / "metrics.json", json.loads(json.dumps(metrics, default=str)))
-    return store.record(ResultRow(
-        project=project, model=model, benchmark=benchmark.name, settings_hash=settings.score_hash(),
-        job_id=spec.job_id, category=benchmark.category, metric=benchmark.metric, score=run.score,
-        baseline=benchmark.baseline, n_samples=run.n_samples, metrics=run.metrics, bundle=str(bundle),
-    ))
+    return store.record(
+        ResultRow(
+            project=project,
+            model=model,
+            benchmark=benchmark.name,
+            settings_hash=settings.score_hash(),
+            job_id=spec.job_id,
+            category=benchmark.category,
+            metric=benchmark.metric,
+            score=run.score,
+            baseline=benchmark.baseline,
+            n_samples=run.n_samples,
+            metrics=run.metrics,
+            bundle=str(bundle),
+        )
+    )

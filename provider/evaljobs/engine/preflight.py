@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Mapping
@@ -61,19 +62,30 @@ def _check_checkpoint(spec: JobSpec, size_limit: int) -> ModelFolder:
     folder = check_folder(model.checkpoint)
     problems = []
     if folder.max_position_embeddings and resources.max_model_len > folder.max_position_embeddings:
-        problems.append(f"resources.max_model_len {resources.max_model_len} exceeds the model's context "
-                        f"({folder.max_position_embeddings}); lower it")
+        problems.append(
+            f"resources.max_model_len {resources.max_model_len} exceeds the model's context "
+            f"({folder.max_position_embeddings}); lower it"
+        )
     total = folder.weight_bytes + folder.kv_cache_bytes(resources.max_model_len)
     if total > size_limit:
-        problems.append(f"the model needs {total / 1e9:.1f} GB (weights + KV cache at {resources.max_model_len} "
-                        f"tokens), over the {size_limit / 1e9:.0f} GB limit; lower resources.max_model_len or "
-                        "use a smaller or quantized checkpoint")
+        problems.append(
+            f"the model needs {total / 1e9:.1f} GB (weights + KV cache at {resources.max_model_len} "
+            f"tokens), over the {size_limit / 1e9:g} GB limit; lower resources.max_model_len or "
+            "use a smaller or quantized checkpoint"
+        )
     if spec.settings.chat_template and not folder.has_chat_template:
-        problems.append("settings.chat_template is on but the checkpoint has no chat template; turn it off or "
-                        "add chat_template.jinja to the folder")
+        problems.append(
+            "settings.chat_template is on but the checkpoint has no chat template; turn it off or "
+            "add chat_template.jinja to the folder"
+        )
     python = os.environ.get("EVALJOBS_VLLM_PYTHON")
     if python and not shutil.which(python):
         problems.append(f"EVALJOBS_VLLM_PYTHON={python} is not an executable; point it at the vLLM env's python")
+    elif not python and importlib.util.find_spec("vllm") is None:
+        problems.append(
+            "vLLM is not installed in this environment; set EVALJOBS_VLLM_PYTHON to the python of the "
+            "environment that has it (`make` creates .venv-vllm)"
+        )
     if problems:
         raise PreflightError("cannot serve the checkpoint:\n" + "\n".join(f"  - {p}" for p in problems))
     return folder
@@ -81,14 +93,13 @@ def _check_checkpoint(spec: JobSpec, size_limit: int) -> ModelFolder:
 
 def _check_hosted(spec: JobSpec, benchmarks: list[Benchmark], secrets: Mapping[str, str]) -> str | None:
     model = spec.model
-    if model.api == "chat":
-        needs = [b.name for b in benchmarks if b.needs_logprobs]
-        if needs:
-            raise PreflightError(
-                f"benchmarks {', '.join(needs)} are scored by log-likelihood, which chat endpoints cannot return; "
-                "set model.api to completions if the endpoint serves /v1/completions with echo+logprobs, "
-                "or pick generative benchmarks"
-            )
+    needs = [b.name for b in benchmarks if b.needs_logprobs]
+    if needs:
+        raise PreflightError(
+            f"benchmarks {', '.join(needs)} are scored by log-likelihood, which needs the model's tokenizer and "
+            "/v1/completions with echo+logprobs: hosted models are evaluated generatively only; pick generative "
+            "benchmarks (or serve the checkpoint with vLLM)"
+        )
     api_key = None
     if model.api_key_secret:
         api_key = secrets.get(model.api_key_secret)
@@ -107,11 +118,15 @@ def check_endpoint(base_url: str, model: str, api_key: str | None, timeout: floa
     try:
         response = httpx.get(f"{base_url}/models", headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise PreflightError(f"model.base_url {base_url} is unreachable ({type(exc).__name__}: {exc}); "
-                             "check the URL and that the server is up") from None
+        raise PreflightError(
+            f"model.base_url {base_url} is unreachable ({type(exc).__name__}: {exc}); "
+            "check the URL and that the server is up"
+        ) from None
     if response.status_code in (401, 403):
-        raise PreflightError(f"model.base_url {base_url} refused the API key (HTTP {response.status_code}); "
-                             "check the secret named by model.api_key_secret")
+        raise PreflightError(
+            f"model.base_url {base_url} refused the API key (HTTP {response.status_code}); "
+            "check the secret named by model.api_key_secret"
+        )
     if response.status_code >= 400:
         raise PreflightError(f"model.base_url {base_url} answered HTTP {response.status_code} to GET /models")
     try:
@@ -120,4 +135,3 @@ def check_endpoint(base_url: str, model: str, api_key: str | None, timeout: floa
         served = []
     if served and model not in served:
         raise PreflightError(f"model.model {model!r} is not served at {base_url}; it serves: {', '.join(served)}")
-

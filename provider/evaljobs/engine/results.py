@@ -85,8 +85,10 @@ class ResultsStore:
         columns = ", ".join(values)
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(f"INSERT OR REPLACE INTO results ({columns}) VALUES ({', '.join('?' * len(values))})",
-                         tuple(values.values()))
+            conn.execute(
+                f"INSERT OR REPLACE INTO results ({columns}) VALUES ({', '.join('?' * len(values))})",
+                tuple(values.values()),
+            )
             conn.execute("COMMIT")
         return row
 

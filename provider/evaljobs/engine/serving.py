@@ -29,20 +29,34 @@ def vllm_python() -> str:
     return os.environ.get("EVALJOBS_VLLM_PYTHON") or sys.executable
 
 
-def vllm_command(model_dir: str, served_name: str, resources: Resources, port: int, python: str | None = None,
-                 host: str = "127.0.0.1") -> list[str]:
+def vllm_command(
+    model_dir: str,
+    served_name: str,
+    resources: Resources,
+    port: int,
+    python: str | None = None,
+    host: str = "127.0.0.1",
+) -> list[str]:
     """The vLLM server command for ``model_dir``; the same one runs locally and in a pod."""
     dtype = resources.dtype
     if dtype == "auto" and resources.gpus == 0:
         dtype = "float32"  # CPU: exact log-likelihoods, and bf16 kernels are slow without AVX512-BF16
     command = [
-        python or vllm_python(), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir),
-        "--served-model-name", served_name,
-        "--host", host,
-        "--port", str(port),
-        "--dtype", dtype,
-        "--max-model-len", str(resources.max_model_len),
+        python or vllm_python(),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--dtype",
+        dtype,
+        "--max-model-len",
+        str(resources.max_model_len),
         "--enable-prefix-caching",
     ]
     if resources.enforce_eager or (resources.enforce_eager is None and resources.gpus == 0):
@@ -90,19 +104,27 @@ class Server:
         return self.process.poll() is None
 
     def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM the process group, then SIGKILL after ``grace`` seconds. Safe to call twice."""
-        if self.process.poll() is not None:
-            return
+        """SIGTERM the whole process group (API server and engine workers), SIGKILL what is left after
+        ``grace`` seconds, and return once every process of the group is gone. Safe to call twice."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:
-                return
+                break
+            if self._group_gone(wait):
+                break
+        self.process.poll()
+
+    def _group_gone(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.process.poll()  # reap our child; its own children are reaped by init
             try:
-                self.process.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+        return False
 
     def __enter__(self) -> Server:
         return self
@@ -111,8 +133,14 @@ class Server:
         self.stop()
 
 
-def start(model_dir: str | Path, served_name: str, resources: Resources, log_dir: str | Path,
-          python: str | None = None, api_key: str | None = None) -> Server:
+def start(
+    model_dir: str | Path,
+    served_name: str,
+    resources: Resources,
+    log_dir: str | Path,
+    python: str | None = None,
+    api_key: str | None = None,
+) -> Server:
     """Start vLLM for ``model_dir`` and wait until it answers; stop it again if it does not.
 
     With ``api_key``, the server requires it on /v1 routes; it travels in the child's environment
@@ -125,11 +153,20 @@ def start(model_dir: str | Path, served_name: str, resources: Resources, log_dir
     env = {**os.environ, "PYTHONUNBUFFERED": "1"} | ({"VLLM_API_KEY": api_key} if api_key else {})
     with log_path.open("ab") as log:
         try:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=env, start_new_session=True, preexec_fn=_die_with_parent)
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         except OSError as exc:
-            raise ServingError(f"cannot start vLLM with {command[0]}: {exc}; set EVALJOBS_VLLM_PYTHON "
-                               "to the Python of the environment that has vLLM") from None
+            raise ServingError(
+                f"cannot start vLLM with {command[0]}: {exc}; set EVALJOBS_VLLM_PYTHON "
+                "to the Python of the environment that has vLLM"
+            ) from None
     server = Server(f"http://127.0.0.1:{port}/v1", served_name, process, log_path, api_key)
     try:
         wait_ready(server, resources.startup_timeout)

