@@ -130,18 +130,13 @@ def _serve(args: argparse.Namespace) -> None:
 
     from evaljobs.engine import serving
     from evaljobs.engine.modelprep import check_folder
-    from evaljobs.engine.spec import JobSpec
+    from evaljobs.engine.spec import Resources, validated
 
-    spec = JobSpec.parse(
-        {
-            "model": {"checkpoint": args.checkpoint, "model": args.model},
-            "benchmarks": ["gsm8k"],
-            "resources": _resources(args),
-        }
-    )
-    check_folder(args.checkpoint)
-    with serving.start(args.checkpoint, spec.model.display_name, spec.resources, args.log_dir) as server:
-        print(f"serving {spec.model.display_name} at {server.base_url} (Ctrl-C stops it)", flush=True)
+    resources = validated(Resources, _resources(args))
+    folder = check_folder(args.checkpoint)
+    name = args.model or folder.path.name
+    with serving.start(folder.path, name, resources, args.log_dir) as server:
+        print(f"serving {name} at {server.base_url} (Ctrl-C stops it)", flush=True)
         while server.alive():
             time.sleep(1)
 

@@ -138,7 +138,8 @@ def _record(
     metrics = {
         "job_id": spec.job_id,
         "project": project,
-        "model": spec.model.model_dump(exclude_none=True) | {"name": model},
+        "model": spec.model.model_dump(exclude_none=True, exclude=None if spec.model.hosted else {"api"})
+        | {"name": model},
         "benchmark": benchmark.model_dump(include={"name", "category", "output", "metric", "baseline", "task"})
         | {"custom": str(benchmark.custom) if benchmark.custom else None},
         "score": run.score,

@@ -104,12 +104,6 @@ class ResultsStore:
             found = conn.execute(query + " ORDER BY recorded_at", args).fetchall()
         return [ResultRow(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in found]
 
-    def find(self, project: str, model: str, benchmark: str, settings_hash: str) -> ResultRow | None:
-        for row in self.rows(project):
-            if (row.model, row.benchmark, row.settings_hash) == (model, benchmark, settings_hash):
-                return row
-        return None
-
     def bundle_dir(self, project: str, model: str, benchmark: str, settings_hash: str) -> Path:
         return self.home / "bundles" / slug(project) / slug(model) / slug(benchmark) / settings_hash
 

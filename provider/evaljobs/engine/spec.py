@@ -8,7 +8,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,6 +27,9 @@ def default_results_home() -> Path:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class ModelSource(_Strict):
@@ -185,10 +188,15 @@ class JobSpec(_Strict):
     @classmethod
     def parse(cls, data: dict[str, Any]) -> JobSpec:
         """Validate ``data``; raise one :class:`SpecError` listing every problem with its field."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise SpecError([_describe(err) for err in exc.errors()]) from None
+        return validated(cls, data)
+
+
+def validated(model: type[_Model], data: dict[str, Any]) -> _Model:
+    """``model`` built from ``data``, or one :class:`SpecError` listing every problem with its field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError([_describe(err) for err in exc.errors()]) from None
 
 
 def _describe(err: dict[str, Any]) -> str:
