@@ -60,3 +60,6 @@ def vllm_server(model_dir: Path, api_key: str, tmp_path_factory: pytest.TempPath
     log_dir = tmp_path_factory.mktemp("vllm")
     with serving.start(model_dir, "smollm2", Resources(max_model_len=2048), log_dir, api_key=api_key) as server:
         yield server
+
+
+from tests.airflow_runner import airflow, migrated_db  # noqa: E402,F401  (fixtures)

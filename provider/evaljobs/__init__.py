@@ -10,4 +10,18 @@ def get_provider_info() -> dict:
         "name": "evaljobs",
         "description": "Run LLM evaluation jobs on infrastructure you own and record them in Weights & Biases.",
         "versions": [__version__],
+        "integrations": [
+            {"integration-name": "Weights & Biases", "external-doc-url": "https://docs.wandb.ai/", "tags": ["service"]}
+        ],
+        "hooks": [
+            {
+                "integration-name": "Weights & Biases",
+                "python-modules": ["evaljobs.hooks.wandb", "evaljobs.hooks.secrets"],
+            },
+        ],
+        "sensors": [{"integration-name": "Weights & Biases", "python-modules": ["evaljobs.sensors.leaderboard"]}],
+        "triggers": [{"integration-name": "Weights & Biases", "python-modules": ["evaljobs.triggers.leaderboard"]}],
+        "connection-types": [
+            {"connection-type": "wandb", "hook-class-name": "evaljobs.hooks.wandb.WandbHook"},
+        ],
     }

@@ -1,0 +1,1 @@
+"""Airflow hooks: W&B credentials and team secrets."""
