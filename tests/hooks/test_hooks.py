@@ -62,7 +62,8 @@ def test_wandb_connection_without_key_is_offline(monkeypatch):
 def test_secret_values_are_masked_from_the_moment_they_are_read(monkeypatch):
     from airflow.sdk.log import redact
 
-    monkeypatch.setenv("AIRFLOW_VAR_TEAM_KEY", CANARY)
-    assert redact(f"the key is {CANARY}") == f"the key is {CANARY}"
+    fresh = "canary-" + secrets.token_hex(8)  # masks are process-wide: use a value no other test has read
+    monkeypatch.setenv("AIRFLOW_VAR_TEAM_KEY", fresh)
+    assert redact(f"the key is {fresh}") == f"the key is {fresh}"
     TeamSecretsHook().require(["TEAM_KEY"])
-    assert redact(f"the key is {CANARY}") == "the key is ***"
+    assert redact(f"the key is {fresh}") == "the key is ***"
