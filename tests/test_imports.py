@@ -34,3 +34,24 @@ def test_provider_info_is_registered():
     [entry] = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("evaljobs")]
     info = entry.load()()
     assert info["package-name"] == "airflow-provider-evaljobs"
+
+
+def test_airflow_lists_the_hook_and_trigger(tmp_path):
+    import json
+    import os
+    from pathlib import Path
+
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    airflow = str(Path(sys.executable).parent / "airflow")
+    hooks = json.loads(
+        subprocess.run(
+            [airflow, "providers", "hooks", "-o", "json"], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert {
+        "connection_type": "wandb",
+        "class": "evaljobs.hooks.wandb.WandbHook",
+        "conn_id_attribute_name": "wandb_conn_id",
+        "package_name": "airflow-provider-evaljobs",
+        "hook_name": "Weights & Biases",
+    } in hooks

@@ -19,6 +19,12 @@ def get_provider_info() -> dict:
                 "python-modules": ["evaljobs.hooks.wandb", "evaljobs.hooks.secrets"],
             },
         ],
+        "operators": [
+            {
+                "integration-name": "Weights & Biases",
+                "python-modules": ["evaljobs.operators.evaluate", "evaljobs.operators.serve"],
+            },
+        ],
         "sensors": [{"integration-name": "Weights & Biases", "python-modules": ["evaljobs.sensors.leaderboard"]}],
         "triggers": [{"integration-name": "Weights & Biases", "python-modules": ["evaljobs.triggers.leaderboard"]}],
         "connection-types": [

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +29,24 @@ def run_command(spec_file: str | Path, summary_file: str | Path, python: str | N
     ]
 
 
-def run_local(spec: JobSpec) -> dict[str, Any]:
-    """Run ``spec`` as a child ``evaljobs run`` process (its output goes to ours); return its summary."""
+def run_local(
+    spec: JobSpec,
+    secrets: Mapping[str, str] | None = None,
+    started: Callable[[subprocess.Popen], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``spec`` as a child ``evaljobs run`` process (its output goes to ours); return its summary.
+
+    ``secrets`` reach the child as environment only; ``started`` receives the process (to terminate it)."""
     workdir = spec.destination.results_home / "jobs" / spec.job_id
     spec_file, summary_file = workdir / "spec.json", workdir / "summary.json"
     write_json(spec_file, spec.model_dump(mode="json"))
     summary_file.unlink(missing_ok=True)
-    completed = subprocess.run(run_command(spec_file, summary_file), check=False)
-    if completed.returncode != 0:
+    process = subprocess.Popen(run_command(spec_file, summary_file), env={**os.environ, **(secrets or {})})
+    if started:
+        started(process)
+    if process.wait() != 0:
         raise HarnessError(
-            f"evaluation job {spec.job_id} failed (evaljobs run exited with {completed.returncode}); "
+            f"evaluation job {spec.job_id} failed (evaljobs run exited with {process.returncode}); "
             f"its messages are above, finished benchmarks are under {spec.destination.results_home}"
         )
     return json.loads(summary_file.read_text())

@@ -49,12 +49,13 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
     rows, failures = [], []
     with _endpoint(spec, checked, workdir, log) as (endpoint, server):
         harness = Harness(endpoint, spec.settings, home / "cache" / model_key(spec))
-        versions = {"evaljobs": __version__, "vllm": server_version(endpoint) if server else None}
+        ours = not spec.model.hosted  # a vLLM server: ours, or one serving this checkpoint for the DAG
+        versions = {"evaljobs": __version__, "vllm": server_version(endpoint) if ours else None}
         for number, benchmark in enumerate(checked.benchmarks, 1):
             log(
                 f"[{number}/{len(checked.benchmarks)}] {benchmark.name} ({benchmark.output}, metric {benchmark.metric})"
             )
-            served_before = requests_served(endpoint) if server else None
+            served_before = requests_served(endpoint) if ours else None
             try:
                 run = harness.run(benchmark)
             except HarnessError as exc:
@@ -63,7 +64,7 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
                 failures.append(str(exc))
                 log(f"    FAILED: {exc}")
                 continue
-            sent = requests_served(endpoint) - served_before if server else None
+            sent = requests_served(endpoint) - served_before if ours else None
             rows.append(_record(store, spec, run, sent, versions))
             log(
                 f"    {benchmark.metric} = {run.score:.4f} on {run.n_samples} examples in {run.seconds:.1f} s"
@@ -86,6 +87,19 @@ def _endpoint(
     model, resources = spec.model, spec.resources
     if model.hosted:
         yield Endpoint(model.base_url, model.model, model.api, None, checked.api_key, resources.max_model_len), None
+        return
+    if model.endpoint:
+        yield (
+            Endpoint(
+                model.endpoint,
+                model.display_name,
+                "completions",
+                str(checked.folder.path),
+                None,
+                resources.max_model_len,
+            ),
+            None,
+        )
         return
     log(f"starting vLLM for {model.checkpoint} (log: {workdir / 'vllm.log'})")
     started = time.monotonic()

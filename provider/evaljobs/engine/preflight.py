@@ -78,17 +78,26 @@ def _check_checkpoint(spec: JobSpec, size_limit: int) -> ModelFolder:
             "settings.chat_template is on but the checkpoint has no chat template; turn it off or "
             "add chat_template.jinja to the folder"
         )
+    if not model.endpoint and (problem := vllm_problem()):
+        problems.append(problem)
+    if problems:
+        raise PreflightError("cannot serve the checkpoint:\n" + "\n".join(f"  - {p}" for p in problems))
+    if model.endpoint:
+        check_endpoint(model.endpoint, model.display_name, None)
+    return folder
+
+
+def vllm_problem() -> str | None:
+    """Why vLLM cannot be started from here, or None."""
     python = os.environ.get("EVALJOBS_VLLM_PYTHON")
     if python and not shutil.which(python):
-        problems.append(f"EVALJOBS_VLLM_PYTHON={python} is not an executable; point it at the vLLM env's python")
-    elif not python and importlib.util.find_spec("vllm") is None:
-        problems.append(
+        return f"EVALJOBS_VLLM_PYTHON={python} is not an executable; point it at the vLLM env's python"
+    if not python and importlib.util.find_spec("vllm") is None:
+        return (
             "vLLM is not installed in this environment; set EVALJOBS_VLLM_PYTHON to the python of the "
             "environment that has it (`make` creates .venv-vllm)"
         )
-    if problems:
-        raise PreflightError("cannot serve the checkpoint:\n" + "\n".join(f"  - {p}" for p in problems))
-    return folder
+    return None
 
 
 def _check_hosted(spec: JobSpec, benchmarks: list[Benchmark], secrets: Mapping[str, str]) -> str | None:

@@ -70,6 +70,45 @@ def vllm_command(
     return command
 
 
+def stop_group(pgid: int, grace: float = 20.0) -> None:
+    """SIGTERM a server's process group (API server and engine workers), SIGKILL what is left after ``grace``
+    seconds, and return once no process of the group runs. Works from any process (an Airflow teardown)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not group_alive(pgid):
+                return
+            time.sleep(0.1)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs. Reaps the leader if it is our child; zombies whose
+    parent has not reaped them yet (it may be another process) do not count as running."""
+    try:
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields after the name: state, ppid, pgrp, ...
+            return True
+    return False
+
+
 def _die_with_parent() -> None:
     """In the child: ask Linux to SIGTERM it when its parent dies, so a killed task leaves no orphan server."""
     if sys.platform == "linux":
@@ -104,27 +143,9 @@ class Server:
         return self.process.poll() is None
 
     def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM the whole process group (API server and engine workers), SIGKILL what is left after
-        ``grace`` seconds, and return once every process of the group is gone. Safe to call twice."""
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            if self._group_gone(wait):
-                break
+        """Stop the server's whole process group (see :func:`stop_group`). Safe to call twice."""
+        stop_group(self.process.pid, grace)
         self.process.poll()
-
-    def _group_gone(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.process.poll()  # reap our child; its own children are reaped by init
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
-                return True
-            time.sleep(0.1)
-        return False
 
     def __enter__(self) -> Server:
         return self
@@ -140,11 +161,13 @@ def start(
     log_dir: str | Path,
     python: str | None = None,
     api_key: str | None = None,
+    detach: bool = False,
 ) -> Server:
     """Start vLLM for ``model_dir`` and wait until it answers; stop it again if it does not.
 
     With ``api_key``, the server requires it on /v1 routes; it travels in the child's environment
-    (``VLLM_API_KEY``), never on the command line.
+    (``VLLM_API_KEY``), never on the command line. A ``detach``-ed server outlives this process (an Airflow
+    setup task); stop it with :func:`stop_group` from its teardown.
     """
     port = free_port()
     log_path = Path(log_dir) / "vllm.log"
@@ -160,7 +183,7 @@ def start(
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=None if detach else _die_with_parent,
             )
         except OSError as exc:
             raise ServingError(

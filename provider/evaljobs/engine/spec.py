@@ -37,11 +37,12 @@ class ModelSource(_Strict):
 
     checkpoint: str | None = Field(None, description="model folder, or W&B artifact entity/project/name:alias")
     base_url: str | None = Field(None, description="hosted OpenAI-compatible endpoint, e.g. https://host/v1")
+    endpoint: str | None = Field(None, description="a vLLM server already serving the checkpoint (its URL)")
     model: str | None = Field(None, description="hosted: the model name; checkpoint: the name to serve it under")
     api_key_secret: str | None = Field(None, description="name of the secret holding the hosted API key")
     api: Literal["chat", "completions"] = "chat"
 
-    @field_validator("base_url")
+    @field_validator("base_url", "endpoint")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -70,6 +71,8 @@ class ModelSource(_Strict):
             )
         if self.base_url and not self.model:
             raise ValueError("a hosted endpoint needs model: the model name the endpoint serves")
+        if self.endpoint and not self.checkpoint:
+            raise ValueError("endpoint (an already-running server) needs checkpoint: the folder it serves")
         return self
 
     @property

@@ -1,0 +1,1 @@
+"""Airflow operators: serve a checkpoint with vLLM, evaluate benchmarks."""

@@ -1,0 +1,139 @@
+"""Evaluate one or more benchmarks: against a served checkpoint, a checkpoint served for this task, or a
+hosted OpenAI-compatible model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.exceptions import AirflowException
+from airflow.sdk import BaseOperator
+
+from evaljobs.operators.serve import _check_mode
+
+
+class WandbEvalOperator(BaseOperator):
+    """Run an evaluation job and return its summary (scores, metrics, bundle paths; no secret).
+
+    Give exactly one model source: ``server`` (the XCom of :class:`VLLMServeOperator`), ``checkpoint``
+    (served by vLLM for this task alone), or ``base_url`` + ``model`` (hosted, with ``api_key_secret`` naming
+    a team secret resolved by :class:`~evaljobs.hooks.secrets.TeamSecretsHook`). Mappable:
+    ``WandbEvalOperator.partial(...).expand(benchmarks=[...])`` evaluates benchmarks in parallel. A retry
+    resumes from the request cache: finished requests are not sent again.
+
+    :param benchmarks: a catalog name, a custom benchmark .yaml path, or a list of them
+    :param settings: :class:`~evaljobs.engine.spec.Settings` fields (limit, num_fewshot, chat_template, ...)
+    :param server_resources: :class:`~evaljobs.engine.spec.Resources` fields, when this task serves the checkpoint
+    """
+
+    template_fields: Sequence[str] = (
+        "benchmarks",
+        "server",
+        "checkpoint",
+        "base_url",
+        "model",
+        "api_key_secret",
+        "project",
+        "settings",
+        "results_home",
+    )
+    template_fields_renderers = {"settings": "json", "server": "json"}
+
+    def __init__(
+        self,
+        *,
+        benchmarks: str | Sequence[str],
+        server: Any = None,
+        checkpoint: str | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key_secret: str | None = None,
+        api: str = "chat",
+        project: str = "evaljobs",
+        settings: dict[str, Any] | None = None,
+        server_resources: dict[str, Any] | None = None,
+        results_home: str | None = None,
+        execution_mode: str = "local",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_mode(execution_mode)
+        sources = [
+            name for name, value in (("server", server), ("checkpoint", checkpoint), ("base_url", base_url)) if value
+        ]
+        if len(sources) != 1:
+            raise ValueError(f"give exactly one model source (server, checkpoint or base_url); got {sources or 'none'}")
+        self.benchmarks, self.server, self.checkpoint = benchmarks, server, checkpoint
+        self.base_url, self.model, self.api_key_secret, self.api = base_url, model, api_key_secret, api
+        self.project, self.settings, self.server_resources = project, settings or {}, server_resources or {}
+        self.results_home, self.execution_mode = results_home, execution_mode
+        self._process = None
+        self._check_static()
+
+    def _check_static(self) -> None:
+        """Fail at DAG-parse time on what is already known (untemplated names, limits, GPU counts)."""
+        from evaljobs.engine.spec import Resources, Settings, validated
+
+        if not _templated(self.settings):
+            validated(Settings, self.settings)
+        validated(Resources, self.server_resources)
+        names = [self.benchmarks] if isinstance(self.benchmarks, str) else self.benchmarks
+        if isinstance(names, (list, tuple)) and not any(_templated(n) for n in names):
+            from evaljobs.engine.catalog import resolve
+
+            for name in names:
+                try:
+                    resolve(name)
+                except LookupError as exc:
+                    raise ValueError(f"benchmarks: {exc.args[0]}") from None
+
+    def job_spec(self, context: Any) -> dict[str, Any]:
+        model: dict[str, Any] = {"model": self.model}
+        if self.server:
+            model |= {
+                "checkpoint": self.server["checkpoint"],
+                "endpoint": self.server["base_url"],
+                "model": self.server["model"],
+            }
+        elif self.checkpoint:
+            model["checkpoint"] = self.checkpoint
+        else:
+            model |= {"base_url": self.base_url, "api_key_secret": self.api_key_secret, "api": self.api}
+        spec = {
+            "model": {k: v for k, v in model.items() if v is not None},
+            "benchmarks": [self.benchmarks] if isinstance(self.benchmarks, str) else list(self.benchmarks),
+            "settings": self.settings,
+            "resources": self.server_resources,
+            "destination": {"project": self.project},
+            "job_id": f"{context['run_id']}-{self.task_id}-{context['ti'].map_index}".replace(":", "_").replace(
+                "+", "_"
+            )[-64:],
+        }
+        if self.results_home:
+            spec["destination"]["results_home"] = self.results_home
+        return spec
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from evaljobs.engine.command import run_local
+        from evaljobs.engine.errors import EvalJobsError
+        from evaljobs.engine.spec import JobSpec
+        from evaljobs.hooks.secrets import TeamSecretsHook
+
+        try:
+            spec = JobSpec.parse(self.job_spec(context))
+            secrets = TeamSecretsHook().as_env([self.api_key_secret]) if self.api_key_secret else {}
+            return run_local(spec, secrets, started=self._started)
+        except EvalJobsError as exc:
+            raise AirflowException(str(exc)) from None
+
+    def _started(self, process: Any) -> None:
+        self._process = process
+
+    def on_kill(self) -> None:
+        """Stop the running job; it stops its vLLM server and keeps what it finished."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+
+
+def _templated(value: Any) -> bool:
+    return "{{" in str(value)
