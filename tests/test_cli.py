@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from evaljobs.engine.results import ResultRow, ResultsStore
+from tests.factories import record
 
 
 def evaljobs(*args, env=None):
@@ -53,23 +53,7 @@ def test_spec_file_and_flags_merge(tmp_path):
 
 
 def test_leaderboard_formats(tmp_path):
-    store = ResultsStore(tmp_path)
-    store.record(
-        ResultRow(
-            project="p",
-            model="m",
-            benchmark="b",
-            settings_hash="h",
-            job_id="j",
-            category="c",
-            metric="acc,none",
-            score=0.5,
-            baseline=0.25,
-            n_samples=4,
-            metrics={},
-            bundle="",
-        )
-    )
+    record(tmp_path, "m", "b", score=0.5, baseline=0.25)
     out = evaljobs("leaderboard", "--project", "p", "--results-home", str(tmp_path), "--format", "csv")
     assert out.stdout.splitlines() == ["rank,model,average,b", "1,m,33.3333,0.5000"]
     target = tmp_path / "board.json"

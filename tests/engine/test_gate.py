@@ -1,26 +1,7 @@
 import pytest
 
 from evaljobs.engine.gate import Gate, evaluate
-from evaljobs.engine.results import ResultRow, ResultsStore
-
-
-def record(home, model, benchmark, score, baseline=0.0):
-    ResultsStore(home).record(
-        ResultRow(
-            project="p",
-            model=model,
-            benchmark=benchmark,
-            settings_hash="h",
-            job_id="j",
-            category="c",
-            metric="acc,none",
-            score=score,
-            baseline=baseline,
-            n_samples=10,
-            metrics={},
-            bundle="",
-        )
-    )
+from tests.factories import record
 
 
 def test_waits_for_the_model_and_every_benchmark(tmp_path):

@@ -5,24 +5,8 @@ import sys
 import pytest
 
 from evaljobs.engine import leaderboard
-from evaljobs.engine.results import ResultRow, ResultsStore, slug
-
-
-def row(model="m", benchmark="b", score=0.5, baseline=0.25, settings_hash="h", project="p") -> ResultRow:
-    return ResultRow(
-        project=project,
-        model=model,
-        benchmark=benchmark,
-        settings_hash=settings_hash,
-        job_id="j",
-        category="c",
-        metric="acc,none",
-        score=score,
-        baseline=baseline,
-        n_samples=10,
-        metrics={"acc,none": score},
-        bundle="/b",
-    )
+from evaljobs.engine.results import ResultsStore, slug
+from tests.factories import result_row as row
 
 
 def test_rerun_replaces_instead_of_duplicating(tmp_path):

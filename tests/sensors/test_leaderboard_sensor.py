@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from evaljobs.engine.results import ResultRow, ResultsStore
 from evaljobs.triggers.leaderboard import LeaderboardTrigger
+from tests import factories
 
 DAG = """
 from airflow.sdk import dag
@@ -24,22 +24,7 @@ gate()
 
 
 def record(home, model="new", score=0.5):
-    ResultsStore(home).record(
-        ResultRow(
-            project="p",
-            model=model,
-            benchmark="gsm8k",
-            settings_hash="h",
-            job_id="j",
-            category="math",
-            metric="exact_match",
-            score=score,
-            baseline=0.0,
-            n_samples=10,
-            metrics={},
-            bundle="",
-        )
-    )
+    factories.record(home, model, "gsm8k", score)
 
 
 @pytest.mark.parametrize("deferrable", [False, True])
