@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from evaljobs.engine.results import ResultRow
 
@@ -89,6 +90,18 @@ def build(project: str, rows: list[ResultRow]) -> Leaderboard:
     benchmarks = sorted({b for e in entries.values() for b in e.scores})
     ranked = sorted(entries.values(), key=lambda e: (-len(e.scores), -e.average, e.model))
     return Leaderboard(project, benchmarks, ranked)
+
+
+def publish(project: str, results_home: str | Path | None = None) -> dict:
+    """Write the project's leaderboard as JSON and CSV under ``<results home>/leaderboards/``; return it."""
+    from evaljobs.engine.results import ResultsStore, slug, write_text
+    from evaljobs.engine.spec import default_results_home
+
+    home = Path(results_home or default_results_home())
+    board = build(project, ResultsStore(home).rows(project))
+    write_text(home / "leaderboards" / f"{slug(project)}.json", board.to_json() + "\n")
+    write_text(home / "leaderboards" / f"{slug(project)}.csv", board.to_csv())
+    return board.as_dict()
 
 
 def _cell(value: float | None, digits: int = 4) -> str:

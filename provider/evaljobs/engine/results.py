@@ -118,6 +118,10 @@ def write_json(path: Path, data: Any) -> None:
     _atomic_write(path, [json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"])
 
 
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(path, [text])
+
+
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     _atomic_write(path, (json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
 

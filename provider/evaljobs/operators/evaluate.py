@@ -33,6 +33,7 @@ class WandbEvalOperator(BaseOperator):
         "base_url",
         "model",
         "api_key_secret",
+        "api",
         "project",
         "settings",
         "results_home",

@@ -1,0 +1,140 @@
+"""The example DAGs: they import cleanly and fast, their forms reject bad input, and they run for real."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from evaljobs.engine.results import ResultsStore
+from tests import factories
+from tests.conftest import REPO
+
+DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py"))
+
+
+@pytest.fixture
+def dags(airflow):
+    for path in DAG_FILES:
+        shutil.copy(path, airflow.dags)
+    return airflow
+
+
+def test_every_dag_file_imports_without_errors():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {
+        "evaljobs_quickstart",
+        "evaljobs_checkpoint",
+        "evaljobs_hosted",
+        "evaljobs_promote",
+        "example_training",
+    }
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_parse_time_per_file(path):
+    """Parsing in a fresh interpreter, after Airflow itself is imported (what the DAG processor pays)."""
+    probe = (
+        "import sys, time, runpy, airflow.sdk; sys.path.insert(0, sys.argv[2]); t = time.perf_counter(); "
+        "runpy.run_path(sys.argv[1]); print(time.perf_counter() - t)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(path), str(path.parent)], capture_output=True, text=True, check=True
+    )
+    print(f"{path.name}: parsed in {float(out.stdout):.3f} s")
+
+
+def form(dag_id):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags")).dags[dag_id].params
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "conf", "message"),
+    [
+        ("evaljobs_checkpoint", {"benchmarks": ["gsm8kk"]}, "'gsm8kk' is not one of"),
+        ("evaljobs_checkpoint", {"limit": -1}, "-1 is less than the minimum of 0"),
+        ("evaljobs_checkpoint", {"benchmarks": []}, "should be non-empty"),
+        ("evaljobs_hosted", {"benchmarks": ["arc_challenge"]}, "'arc_challenge' is not one of"),
+        ("evaljobs_hosted", {"base_url": "file:///etc"}, "does not match '^https?://'"),
+        ("evaljobs_hosted", {"api_key_secret": "my key"}, "does not match"),
+    ],
+)
+def test_forms_reject_bad_input_with_a_readable_message(dag_id, conf, message):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = form(dag_id)
+    with pytest.raises(ParamValidationError) as info:
+        params.update(conf)  # the form validates each value as it is set
+        params.validate()
+    assert message in str(info.value)
+
+
+def test_checkpoint_dag_serves_evaluates_publishes_and_stops(dags, model_dir, tmp_path):
+    conf = {
+        "checkpoint": str(model_dir),
+        "benchmarks": ["gsm8k_local", "arc_challenge_local"],
+        "limit": 2,
+        "project": "ckpt",
+    }
+    ok, output = dags.dags_test("evaljobs_checkpoint", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path))
+    assert ok, output[-5000:]
+    rows = ResultsStore(tmp_path).rows("ckpt")
+    assert sorted((r.benchmark, r.n_samples) for r in rows) == [("arc_challenge_local", 2), ("gsm8k_local", 2)]
+    published = json.loads((tmp_path / "leaderboards" / "ckpt.json").read_text())
+    assert published["rows"][0]["model"] == "smollm2-135m-instruct"
+    assert published["benchmarks"] == ["arc_challenge_local", "gsm8k_local"]
+    assert "stopped vLLM at" in output
+
+
+def test_hosted_dag_with_the_form_values(dags, vllm_server, api_key, tmp_path):
+    conf = {
+        "base_url": vllm_server.base_url,
+        "model": "smollm2",
+        "api_key_secret": "TEAM_LLM_KEY",
+        "api": "chat",
+        "benchmarks": ["gsm8k_local"],
+        "limit": 2,
+        "max_tokens": 48,
+        "project": "hosted",
+    }
+    ok, output = dags.dags_test(
+        "evaljobs_hosted", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path), AIRFLOW_VAR_TEAM_LLM_KEY=api_key
+    )
+    assert ok, output[-5000:]
+    [row] = ResultsStore(tmp_path).rows("hosted")
+    assert (row.model, row.benchmark, row.n_samples) == ("smollm2", "gsm8k_local", 2)
+    assert api_key not in output
+
+
+def test_training_dag_announces_its_checkpoint(dags, tmp_path):
+    ok, output = dags.dags_test("example_training", conf=json.dumps({"checkpoint": "/models/new"}))
+    assert ok, output[-3000:]
+    assert "Returned value was: /models/new" in output
+
+
+@pytest.mark.parametrize(("min_average", "promoted"), [(10.0, True), (90.0, False)])
+def test_promotion_waits_for_the_leaderboard(dags, tmp_path, min_average, promoted):
+    for benchmark, score in (("gsm8k_local", 0.3), ("arc_challenge_local", 0.5)):
+        factories.record(
+            tmp_path, "smollm2-135m-instruct", benchmark, score, baseline=0.25 * (benchmark != "gsm8k_local")
+        )
+    store = ResultsStore(tmp_path)
+    assert len(store.rows("p")) == 2
+    conf = {"project": "p", "min_average": min_average}
+    started = time.monotonic()
+    ok, output = dags.dags_test("evaljobs_promote", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path))
+    assert ok is promoted, output[-3000:]
+    promotions = tmp_path / "promotions.jsonl"
+    if promoted:
+        [record] = [json.loads(line) for line in promotions.read_text().splitlines()]
+        assert record["model"] == "smollm2-135m-instruct" and record["average"] == pytest.approx((30 + 100 / 3) / 2)
+    else:
+        assert not promotions.exists() and "not promoted: average 31.67 < min_average 90.0" in output
+    assert time.monotonic() - started < 120
