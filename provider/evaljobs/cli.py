@@ -129,11 +129,11 @@ def _serve(args: argparse.Namespace) -> None:
     import time
 
     from evaljobs.engine import serving
-    from evaljobs.engine.modelprep import check_folder
-    from evaljobs.engine.spec import Resources, validated
+    from evaljobs.engine.preflight import checkpoint_folder
+    from evaljobs.engine.spec import ModelSource, Resources, validated
 
     resources = validated(Resources, _resources(args))
-    folder = check_folder(args.checkpoint)
+    folder = checkpoint_folder(ModelSource(checkpoint=args.checkpoint))
     name = args.model or folder.path.name
     with serving.start(folder.path, name, resources, args.log_dir) as server:
         print(f"serving {name} at {server.base_url} (Ctrl-C stops it)", flush=True)

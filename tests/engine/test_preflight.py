@@ -88,3 +88,43 @@ def test_context_size_and_chat_template_limits(model_dir, tmp_path):
 def test_artifact_checkpoints_are_refused_with_the_workaround():
     with pytest.raises(PreflightError, match="download it \\(wandb artifact get\\) and give the folder"):
         preflight.run(spec(checkpoint="team/models/smol:v3"))
+
+
+HF_PROBE = """
+import sys
+from evaljobs.engine.errors import PreflightError
+from evaljobs.engine.preflight import checkpoint_folder
+from evaljobs.engine.spec import ModelSource
+try:
+    print(checkpoint_folder(ModelSource(checkpoint=sys.argv[1])).path)
+except PreflightError as exc:
+    print("ERROR", exc)
+"""
+
+
+def test_hugging_face_repo_from_a_preseeded_offline_cache(model_dir, tmp_path):
+    """Air-gapped clusters mount a pre-seeded HF cache; `org/name` then resolves with HF_HUB_OFFLINE=1."""
+    import os
+    import subprocess
+    import sys
+
+    repo = tmp_path / "hf" / "hub" / "models--acme--smol"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for path in model_dir.iterdir():
+        (snapshot / path.name).symlink_to(path)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+
+    def resolve(ref):
+        return subprocess.run(
+            [sys.executable, "-c", HF_PROBE, ref], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    assert resolve("acme/smol") == str(snapshot)
+    missing = resolve("acme/absent")
+    assert missing.startswith("ERROR checkpoint 'acme/absent': cannot get this Hugging Face repo")
+    assert "pre-seed the HF cache" in missing
+    spec = JobSpec.parse({"model": {"checkpoint": "acme/smol"}, "benchmarks": ["gsm8k"]})
+    assert (spec.model.checkpoint_kind, spec.model.display_name) == ("hf_repo", "acme/smol")

@@ -17,6 +17,7 @@ from evaljobs import __version__
 from evaljobs.engine import leaderboard, preflight, serving
 from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.harness import BenchmarkRun, Endpoint, Harness
+from evaljobs.engine.modelprep import ModelFolder
 from evaljobs.engine.results import ResultRow, ResultsStore, write_json, write_jsonl
 from evaljobs.engine.spec import JobSpec
 
@@ -48,7 +49,7 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
     workdir = home / "jobs" / spec.job_id
     rows, failures = [], []
     with _endpoint(spec, checked, workdir, log) as (endpoint, server):
-        harness = Harness(endpoint, spec.settings, home / "cache" / model_key(spec))
+        harness = Harness(endpoint, spec.settings, home / "cache" / model_key(spec, checked.folder))
         ours = not spec.model.hosted  # a vLLM server: ours, or one serving this checkpoint for the DAG
         versions = {"evaljobs": __version__, "vllm": server_version(endpoint) if ours else None}
         for number, benchmark in enumerate(checked.benchmarks, 1):
@@ -103,7 +104,7 @@ def _endpoint(
         return
     log(f"starting vLLM for {model.checkpoint} (log: {workdir / 'vllm.log'})")
     started = time.monotonic()
-    with serving.start(model.checkpoint, model.display_name, resources, workdir) as server:
+    with serving.start(checked.folder.path, model.display_name, resources, workdir) as server:
         log(f"vLLM ready at {server.base_url} in {time.monotonic() - started:.0f} s")
         yield (
             Endpoint(
@@ -113,15 +114,15 @@ def _endpoint(
         )
 
 
-def model_key(spec: JobSpec) -> str:
+def model_key(spec: JobSpec, folder: ModelFolder | None) -> str:
     """Identity of the model for the request cache: the hosted endpoint + name, or the folder's content."""
     model = spec.model
     if model.hosted:
         ident = f"{model.base_url}|{model.model}"
     else:
-        folder = Path(model.checkpoint).expanduser().resolve()
-        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
-        ident = f"{folder}|{files}"
+        path = folder.path.expanduser().resolve()
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
+        ident = f"{path}|{files}"
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 

@@ -91,6 +91,26 @@ def check_folder(path: str | Path) -> ModelFolder:
     )
 
 
+HF_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+
+
+def fetch_hf_repo(ref: str) -> Path:
+    """The local folder of a Hugging Face repo ``org/name[@revision]``, from the HF cache or the hub (or
+    ``HF_ENDPOINT``, a mirror). With ``HF_HUB_OFFLINE=1`` only a pre-seeded cache is used — what air-gapped
+    clusters mount. Only the files vLLM loads are downloaded (safetensors, configs, tokenizer)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    repo, _, revision = ref.partition("@")
+    try:
+        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=HF_FILES))
+    except (LocalEntryNotFoundError, RepositoryNotFoundError, HFValidationError, OSError) as exc:
+        raise PreflightError(
+            f"checkpoint {ref!r}: cannot get this Hugging Face repo ({type(exc).__name__}: {exc}); check the name, "
+            "the HF_TOKEN secret for gated repos, or pre-seed the HF cache (HF_HOME) for offline clusters"
+        ) from None
+
+
 def safetensors_bytes(shard: Path) -> int:
     """Bytes of all tensors in a safetensors file, read from its header alone."""
     with shard.open("rb") as f:

@@ -13,8 +13,8 @@ import httpx
 from evaljobs.engine import catalog
 from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import PreflightError, SpecError
-from evaljobs.engine.modelprep import ModelFolder, check_folder
-from evaljobs.engine.spec import JobSpec
+from evaljobs.engine.modelprep import ModelFolder, check_folder, fetch_hf_repo
+from evaljobs.engine.spec import JobSpec, ModelSource
 
 MODEL_SIZE_LIMIT_BYTES = 86 * 10**9  # weights + KV cache at the max context, as the reference product allows
 
@@ -52,14 +52,20 @@ def load_benchmarks(names: list[str]) -> list[Benchmark]:
     return loaded
 
 
-def _check_checkpoint(spec: JobSpec, size_limit: int) -> ModelFolder:
-    model, resources = spec.model, spec.resources
+def checkpoint_folder(model: ModelSource) -> ModelFolder:
+    """The checked local folder of ``model.checkpoint``: a folder, or a Hugging Face repo fetched into the HF
+    cache. W&B artifacts are refused with the workaround."""
     if model.is_artifact:
         raise PreflightError(
             f"checkpoint {model.checkpoint!r} is a W&B artifact reference; this version serves local folders "
-            "only: download it (wandb artifact get) and give the folder"
+            "and Hugging Face repos: download it (wandb artifact get) and give the folder"
         )
-    folder = check_folder(model.checkpoint)
+    return check_folder(fetch_hf_repo(model.checkpoint) if model.checkpoint_kind == "hf_repo" else model.checkpoint)
+
+
+def _check_checkpoint(spec: JobSpec, size_limit: int) -> ModelFolder:
+    model, resources = spec.model, spec.resources
+    folder = checkpoint_folder(model)
     problems = []
     if folder.max_position_embeddings and resources.max_model_len > folder.max_position_embeddings:
         problems.append(

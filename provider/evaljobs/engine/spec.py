@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evaljobs.engine.errors import SpecError
 
 ARTIFACT_REF = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+(:[\w.-]+)?$")
+HF_REPO = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 PROJECT_NAME = re.compile(r"^([A-Za-z0-9][\w.-]{0,63}/)?[A-Za-z0-9][\w.-]{0,127}$")
 
@@ -80,10 +81,21 @@ class ModelSource(_Strict):
         return self.base_url is not None
 
     @property
+    def checkpoint_kind(self) -> Literal["folder", "artifact", "hf_repo"] | None:
+        """What ``checkpoint`` names: an existing or path-like local folder, a W&B artifact
+        (``entity/project/name:alias``) or a Hugging Face repo (``org/name[@revision]``)."""
+        ref = self.checkpoint
+        if not ref:
+            return None
+        if ref.startswith((".", "/", "~")) or Path(ref).expanduser().exists():
+            return "folder"
+        if ARTIFACT_REF.match(ref):
+            return "artifact"
+        return "hf_repo" if HF_REPO.match(ref) else "folder"
+
+    @property
     def is_artifact(self) -> bool:
-        """True when ``checkpoint`` is a W&B artifact reference rather than a local folder."""
-        ref = self.checkpoint or ""
-        return bool(ARTIFACT_REF.match(ref)) and not ref.startswith((".", "/", "~")) and not Path(ref).exists()
+        return self.checkpoint_kind == "artifact"
 
     @property
     def display_name(self) -> str:
@@ -91,7 +103,7 @@ class ModelSource(_Strict):
         if self.model:
             return self.model
         ref = (self.checkpoint or "").rstrip("/")
-        return ref if self.is_artifact else Path(ref).name
+        return ref if self.checkpoint_kind in ("artifact", "hf_repo") else Path(ref).name
 
 
 class Settings(_Strict):

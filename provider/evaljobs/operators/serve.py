@@ -23,7 +23,7 @@ class VLLMServeOperator(BaseOperator):
     the evaluations fail. In ``local`` mode the server is a process on the worker, so the evaluation tasks
     must run on the same machine (LocalExecutor, ``dags test``).
 
-    :param checkpoint: the model folder
+    :param checkpoint: the model folder, or a Hugging Face repo ``org/name[@revision]`` (HF cache or hub)
     :param served_name: the model name the server answers to (default: the folder's name)
     :param server_resources: :class:`~evaljobs.engine.spec.Resources` fields (gpus, max_model_len, dtype, ...)
     """
@@ -53,14 +53,13 @@ class VLLMServeOperator(BaseOperator):
 
         from evaljobs.engine import serving
         from evaljobs.engine.errors import EvalJobsError
-        from evaljobs.engine.modelprep import check_folder
-        from evaljobs.engine.preflight import vllm_problem
-        from evaljobs.engine.spec import default_results_home
+        from evaljobs.engine.preflight import checkpoint_folder, vllm_problem
+        from evaljobs.engine.spec import ModelSource, default_results_home
 
         if problem := vllm_problem():
             raise AirflowException(problem)
         try:
-            folder = check_folder(self.checkpoint)
+            folder = checkpoint_folder(ModelSource(checkpoint=self.checkpoint))
             name = self.served_name or folder.path.name
             log_dir = Path(self.log_dir or default_results_home() / "servers" / context["run_id"].replace(":", "_"))
             server = serving.start(folder.path, name, self.server_resources, log_dir, detach=True)
