@@ -1,4 +1,4 @@
-"""Result rows for tests that need a results store without running a job."""
+"""Test data: result rows for tests that need a results store without running a job, and form values."""
 
 from evaljobs.engine.results import ResultRow, ResultsStore
 
@@ -23,3 +23,17 @@ def result_row(model="m", benchmark="b", score=0.5, baseline=0.25, settings_hash
 def record(home, model="m", benchmark="b", score=0.5, baseline=0.0) -> ResultRow:
     """Record one row of project ``p`` under the results home ``home``."""
     return ResultsStore(home).record(result_row(model, benchmark, score, baseline))
+
+
+def hosted_form(base_url: str) -> dict:
+    """What the evaljobs_hosted trigger form sends for the session's vLLM server playing a hosted provider."""
+    return {
+        "base_url": base_url,
+        "model": "smollm2",
+        "api_key_secret": "TEAM_LLM_KEY",
+        "api": "chat",
+        "benchmarks": ["gsm8k_local"],
+        "limit": 2,
+        "max_tokens": 48,
+        "project": "hosted",
+    }

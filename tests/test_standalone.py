@@ -15,6 +15,7 @@ import pytest
 
 from evaljobs.engine.results import ResultsStore
 from evaljobs.engine.serving import free_port, group_alive, stop_group
+from tests import factories
 from tests.conftest import REPO
 
 
@@ -96,16 +97,7 @@ def standalone(tmp_path, api_key, data_root):
 
 
 def test_scheduler_runs_the_form_and_the_training_hand_off(standalone, vllm_server, api_key, model_dir):
-    hosted = {
-        "base_url": vllm_server.base_url,
-        "model": "smollm2",
-        "api_key_secret": "TEAM_LLM_KEY",
-        "api": "chat",
-        "benchmarks": ["gsm8k_local"],
-        "limit": 2,
-        "max_tokens": 48,
-        "project": "hosted",
-    }
+    hosted = factories.hosted_form(vllm_server.base_url)
     standalone.trigger("evaljobs_hosted", hosted)
     assert standalone.wait_run("evaljobs_hosted")["state"] == "success"
     [row] = ResultsStore(standalone.results).rows("hosted")

@@ -94,16 +94,7 @@ def test_checkpoint_dag_serves_evaluates_publishes_and_stops(dags, model_dir, tm
 
 
 def test_hosted_dag_with_the_form_values(dags, vllm_server, api_key, tmp_path):
-    conf = {
-        "base_url": vllm_server.base_url,
-        "model": "smollm2",
-        "api_key_secret": "TEAM_LLM_KEY",
-        "api": "chat",
-        "benchmarks": ["gsm8k_local"],
-        "limit": 2,
-        "max_tokens": 48,
-        "project": "hosted",
-    }
+    conf = factories.hosted_form(vllm_server.base_url)
     ok, output = dags.dags_test(
         "evaljobs_hosted", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path), AIRFLOW_VAR_TEAM_LLM_KEY=api_key
     )
