@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from evaljobs.engine.catalog import entries
+from evaljobs.engine.catalog import generative_names
 from evaljobs.operators.evaluate import WandbEvalOperator
 
-GENERATIVE = sorted(name for name, e in entries().items() if e.get("output") == "generate" or "custom" in e)
+GENERATIVE = generative_names()
 
 FORM = {
     "base_url": Param("https://api.openai.com/v1", type="string", pattern=r"^https?://", title="Base URL"),

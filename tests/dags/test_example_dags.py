@@ -62,6 +62,7 @@ def form(dag_id):
         ("evaljobs_checkpoint", {"limit": -1}, "-1 is less than the minimum of 0"),
         ("evaljobs_checkpoint", {"benchmarks": []}, "should be non-empty"),
         ("evaljobs_hosted", {"benchmarks": ["arc_challenge"]}, "'arc_challenge' is not one of"),
+        ("evaljobs_hosted", {"benchmarks": ["arc_challenge_local"]}, "'arc_challenge_local' is not one of"),
         ("evaljobs_hosted", {"base_url": "file:///etc"}, "does not match '^https?://'"),
         ("evaljobs_hosted", {"api_key_secret": "my key"}, "does not match"),
     ],

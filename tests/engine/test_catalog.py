@@ -61,3 +61,10 @@ def test_missing_data_root_is_explained(monkeypatch):
     monkeypatch.delenv("EVALJOBS_DATA_ROOT")
     with pytest.raises(SpecError, match="uses an unset variable; set it \\(e.g. EVALJOBS_DATA_ROOT\\)"):
         catalog.load("gsm8k_local")
+
+
+def test_generative_names_take_the_type_of_custom_files_into_account():
+    generative = catalog.generative_names()
+    assert {"gsm8k", "gsm8k_local", "ifeval", "math"} <= set(generative)
+    assert not {"arc_challenge", "arc_challenge_local", "mmlu_marketing_local"} & set(generative)
+    assert all(catalog.load(name).output == "generate" for name in generative if name.endswith("_local"))

@@ -53,6 +53,19 @@ def names() -> list[str]:
     return sorted(entries())
 
 
+def generative_names() -> list[str]:
+    """Catalog benchmarks scored generatively (the ones a hosted chat model can take). For a custom entry the
+    type is read from its file's ``type`` key, without reading any rows."""
+
+    def output(entry: dict[str, Any]) -> str | None:
+        if "custom" not in entry:
+            return entry["output"]
+        data = yaml.safe_load((DATA / "benchmarks" / entry["custom"]).read_text(encoding="utf-8"))
+        return data.get("type")
+
+    return sorted(name for name, entry in entries().items() if output(entry) == "generate")
+
+
 def is_custom_path(name: str) -> bool:
     return name.endswith((".yaml", ".yml"))
 
