@@ -39,7 +39,11 @@ class Verdict:
 def evaluate(gate: Gate, results_home: str | Path) -> Verdict:
     """Check ``gate`` against the results store under ``results_home``."""
     board = leaderboard.build(gate.project, ResultsStore(results_home).rows(gate.project))
-    entries = {e.model: (rank, e) for rank, e in enumerate(board.entries, 1)}
+    # A model evaluated under several settings has several rows: the gate looks at its newest.
+    entries: dict[str, tuple[int, leaderboard.Entry]] = {}
+    for entry in board.entries:
+        if entry.model not in entries or entry.evaluated_at > entries[entry.model][1].evaluated_at:
+            entries[entry.model] = (entry.rank, entry)
     if gate.model not in entries:
         return Verdict(False, f"no results yet for {gate.model} in project {gate.project}")
     rank, entry = entries[gate.model]

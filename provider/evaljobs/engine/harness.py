@@ -42,6 +42,7 @@ class BenchmarkRun:
     samples: list[dict[str, Any]]
     seconds: float
     harness: dict[str, Any]
+    subscores: dict[str, float] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -165,7 +166,10 @@ def _collect(benchmark: Benchmark, out: dict[str, Any], seconds: float) -> Bench
         "num_fewshot": {t: out.get("n-shot", {}).get(t) for t in leaves},
         "task_hashes": out.get("task_hashes", {}),
     }
-    return BenchmarkRun(benchmark, metrics, n, samples, seconds, harness)
+    subscores = {
+        t: float(results[t][benchmark.metric]) for t in leaves if t != task and benchmark.metric in results.get(t, {})
+    }
+    return BenchmarkRun(benchmark, metrics, n, samples, seconds, harness, subscores)
 
 
 def _leaf_tasks(task: str, groups: dict[str, list[str]]) -> list[str]:

@@ -1,5 +1,9 @@
 """The leaderboard of a project: rows = models, columns = benchmarks' primary metrics, plus a normalised
 average (random baseline -> 0, perfect -> 100, clipped at 0), as the Open LLM Leaderboard computes it.
+
+A benchmark made of subtasks is normalised per subtask, then averaged. Results are only compared when they
+were obtained with the same score-relevant settings: a model evaluated with other settings (another limit,
+few-shot count, ...) is another row, labelled with what differs.
 """
 
 from __future__ import annotations
@@ -7,8 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from evaljobs.engine.results import ResultRow
 
@@ -20,15 +26,32 @@ def normalise(score: float, baseline: float) -> float:
     return max(0.0, (score - baseline) / (1.0 - baseline)) * 100.0
 
 
+def normalised_score(row: ResultRow) -> float:
+    """The row's normalised score; with subtasks, the mean of the subtasks' normalised scores."""
+    if row.subscores:
+        return sum(normalise(s, row.baseline) for s in row.subscores.values()) / len(row.subscores)
+    return normalise(row.score, row.baseline)
+
+
 @dataclass
 class Entry:
+    """One row: a model under one set of score-relevant settings."""
+
     model: str
+    settings_hash: str = ""
+    variant: str = ""
     scores: dict[str, float] = field(default_factory=dict)
     normalised: dict[str, float] = field(default_factory=dict)
+    evaluated_at: str = ""
+    rank: int = 0
 
     @property
     def average(self) -> float:
         return sum(self.normalised.values()) / len(self.normalised) if self.normalised else 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} [{self.variant}]" if self.variant else self.model
 
 
 @dataclass
@@ -36,21 +59,26 @@ class Leaderboard:
     project: str
     benchmarks: list[str]
     entries: list[Entry]
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "project": self.project,
-            "benchmarks": self.benchmarks,
+            "columns": self.benchmarks,
+            "variants": self.variants,
             "rows": [
                 {
-                    "rank": rank,
+                    "rank": e.rank,
                     "model": e.model,
+                    "variant": e.variant,
+                    "settings_hash": e.settings_hash,
                     "average": round(e.average, 4),
                     "benchmarks": len(e.scores),
                     "scores": e.scores,
                     "normalised": {k: round(v, 4) for k, v in e.normalised.items()},
+                    "evaluated_at": e.evaluated_at,
                 }
-                for rank, e in enumerate(self.entries, 1)
+                for e in self.entries
             ],
         }
 
@@ -60,16 +88,18 @@ class Leaderboard:
     def to_csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["rank", "model", "average", *self.benchmarks])
-        for rank, e in enumerate(self.entries, 1):
-            writer.writerow([rank, e.model, f"{e.average:.4f}", *(_cell(e.scores.get(b)) for b in self.benchmarks)])
+        writer.writerow(["rank", "model", "variant", "average", "benchmarks", "evaluated_at", *self.benchmarks])
+        for e in self.entries:
+            scores = (_cell(e.scores.get(b)) for b in self.benchmarks)
+            writer.writerow([e.rank, e.model, e.variant, f"{e.average:.4f}", len(e.scores), e.evaluated_at, *scores])
         return out.getvalue()
 
     def to_text(self) -> str:
-        header = ["#", "model", "avg (norm.)", *self.benchmarks]
+        header = ["#", "model", "avg (norm.)", "n", *self.benchmarks]
         body = [
-            [str(rank), e.model, f"{e.average:.1f}", *(_cell(e.scores.get(b), 3) for b in self.benchmarks)]
-            for rank, e in enumerate(self.entries, 1)
+            [str(e.rank), e.label, f"{e.average:.1f}", str(len(e.scores))]
+            + [_cell(e.scores.get(b), 3) for b in self.benchmarks]
+            for e in self.entries
         ]
         widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
         lines = [
@@ -80,28 +110,56 @@ class Leaderboard:
         return f"Leaderboard of project {self.project!r}\n" + "\n".join(lines)
 
 
-def build(project: str, rows: list[ResultRow]) -> Leaderboard:
-    """The leaderboard from a project's rows (oldest first: a newer result of a model/benchmark wins)."""
-    entries: dict[str, Entry] = {}
+def build(project: str, rows: Iterable[ResultRow]) -> Leaderboard:
+    """The leaderboard from a project's rows (oldest first: a newer result of a model/benchmark wins).
+
+    Rows are ranked by benchmarks covered, then normalised average; equal rows share a rank (1, 2, 2, 4)."""
+    entries: dict[tuple[str, str], Entry] = {}
+    settings: dict[str, dict[str, Any]] = {}
     for row in rows:
-        entry = entries.setdefault(row.model, Entry(row.model))
+        entry = entries.setdefault((row.model, row.settings_hash), Entry(row.model, row.settings_hash))
         entry.scores[row.benchmark] = row.score
-        entry.normalised[row.benchmark] = normalise(row.score, row.baseline)
-    benchmarks = sorted({b for e in entries.values() for b in e.scores})
-    ranked = sorted(entries.values(), key=lambda e: (-len(e.scores), -e.average, e.model))
-    return Leaderboard(project, benchmarks, ranked)
+        entry.normalised[row.benchmark] = normalised_score(row)
+        entry.evaluated_at = max(entry.evaluated_at, row.recorded_at)
+        settings.setdefault(row.settings_hash, row.settings)
+    variants = _variants(settings) if len(settings) > 1 else {}
+    for entry in entries.values():
+        entry.variant = variants.get(entry.settings_hash, "")
+    ranked = sorted(entries.values(), key=lambda e: (*_standing(e), e.model, e.variant))
+    for position, entry in enumerate(ranked):
+        before = ranked[position - 1] if position else None
+        entry.rank = before.rank if before and _standing(before) == _standing(entry) else position + 1
+    benchmarks = sorted({b for e in ranked for b in e.scores})
+    described = {h: settings[h] for h in variants}
+    return Leaderboard(project, benchmarks, ranked, described)
 
 
-def publish(project: str, results_home: str | Path | None = None) -> dict:
-    """Write the project's leaderboard as JSON and CSV under ``<results home>/leaderboards/``; return it."""
-    from evaljobs.engine.results import ResultsStore, slug, write_text
-    from evaljobs.engine.spec import default_results_home
+def _standing(entry: Entry) -> tuple[int, float]:
+    return -len(entry.scores), -round(entry.average, 9)
 
-    home = Path(results_home or default_results_home())
-    board = build(project, ResultsStore(home).rows(project))
-    write_text(home / "leaderboards" / f"{slug(project)}.json", board.to_json() + "\n")
-    write_text(home / "leaderboards" / f"{slug(project)}.csv", board.to_csv())
-    return board.as_dict()
+
+def _variants(settings: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """A short label per settings hash: the settings whose values differ between the project's rows."""
+    keys = sorted({k for s in settings.values() for k in s})
+    differing = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in settings.values()}) > 1]
+    labels = {}
+    for settings_hash, values in settings.items():
+        shown = [f"{k}={_short(values.get(k))}" for k in differing if k in values]
+        labels[settings_hash] = ", ".join(shown) if shown else f"settings {settings_hash}"
+    return labels
+
+
+def _short(value: Any) -> str:
+    text = "default" if value is None else str(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def write(board: Leaderboard, results_home: Path) -> None:
+    """Write ``board`` as JSON and CSV under ``<results home>/leaderboards/``."""
+    from evaljobs.engine.results import slug, write_text
+
+    write_text(results_home / "leaderboards" / f"{slug(board.project)}.json", board.to_json() + "\n")
+    write_text(results_home / "leaderboards" / f"{slug(board.project)}.csv", board.to_csv())
 
 
 def _cell(value: float | None, digits: int = 4) -> str:

@@ -14,8 +14,8 @@ import re
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,14 @@ CREATE TABLE IF NOT EXISTS results (
     metrics TEXT NOT NULL,
     bundle TEXT NOT NULL,
     recorded_at TEXT NOT NULL,
+    settings TEXT NOT NULL DEFAULT '{}',
+    subscores TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (project, model, benchmark, settings_hash)
 )
 """
+# Columns added after the first release, with their defaults: older stores gain them on first use.
+ADDED_COLUMNS = {"settings": "'{}'", "subscores": "'{}'"}
+JSON_COLUMNS = ("metrics", "settings", "subscores")
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class ResultRow:
     metrics: dict[str, float]
     bundle: str
     recorded_at: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    subscores: dict[str, float] = field(default_factory=dict)
 
 
 class ResultsStore:
@@ -74,6 +81,11 @@ class ResultsStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
             conn.execute(SCHEMA)
+            present = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+            for column, default in ADDED_COLUMNS.items():
+                if column not in present:
+                    with suppress(sqlite3.OperationalError):  # another process added it first
+                        conn.execute(f"ALTER TABLE results ADD COLUMN {column} TEXT NOT NULL DEFAULT {default}")
             yield conn
         finally:
             conn.close()
@@ -81,7 +93,8 @@ class ResultsStore:
     def record(self, row: ResultRow) -> ResultRow:
         """Insert ``row``, replacing an earlier result with the same key."""
         row = ResultRow(**{**asdict(row), "recorded_at": row.recorded_at or datetime.now(UTC).isoformat()})
-        values = asdict(row) | {"metrics": json.dumps(row.metrics, sort_keys=True)}
+        values = asdict(row)
+        values |= {c: json.dumps(values[c], sort_keys=True, default=str) for c in JSON_COLUMNS}
         columns = ", ".join(values)
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -102,7 +115,7 @@ class ResultsStore:
         with self._connect() as conn:
             conn.row_factory = sqlite3.Row
             found = conn.execute(query + " ORDER BY recorded_at", args).fetchall()
-        return [ResultRow(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in found]
+        return [ResultRow(**(dict(r) | {c: json.loads(r[c]) for c in JSON_COLUMNS})) for r in found]
 
     def bundle_dir(self, project: str, model: str, benchmark: str, settings_hash: str) -> Path:
         return self.home / "bundles" / slug(project) / slug(model) / slug(benchmark) / settings_hash
@@ -126,15 +139,20 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     _atomic_write(path, (json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
 
 
-def _atomic_write(path: Path, chunks: Iterable[str]) -> None:
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, [data], binary=True)
+
+
+def _atomic_write(path: Path, chunks: Iterable[str] | Iterable[bytes], binary: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results and reports are meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
