@@ -40,7 +40,7 @@ quickstart: setup
 	evaljobs leaderboard --project quickstart
 	@echo "Results: $(EVALJOBS_HOME) (per-example traces under bundles/, leaderboard: evaljobs leaderboard --project quickstart)"
 
-test: setup
+test: setup /usr/bin/chromium /usr/bin/chromedriver
 	cd $(CURDIR) && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
@@ -67,3 +67,10 @@ $(VLLM_VENV)/.installed:
 
 $(MODEL_DIR)/config.json: | $(VENV)/.installed
 	evaljobs prepare-model --out $(MODEL_DIR)
+
+# The HTML report's browser test drives Debian's Chromium through its chromedriver: from the distribution,
+# matching versions, and selenium never downloads a browser. Needs root; only `make test` asks for it. Either file missing installs both;
+# the `test -x` makes the rule's run for the other file a no-op.
+/usr/bin/chromium /usr/bin/chromedriver:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver)
