@@ -38,13 +38,15 @@ quickstart: setup
 	airflow db migrate > $(EVALJOBS_HOME)/airflow-migrate.log 2>&1 || (tail -20 $(EVALJOBS_HOME)/airflow-migrate.log; exit 1)
 	airflow dags test evaljobs_quickstart
 	evaljobs leaderboard --project quickstart
-	@echo "Results: $(EVALJOBS_HOME) (per-example traces under bundles/, leaderboard: evaljobs leaderboard --project quickstart)"
+	@echo "Results: $(EVALJOBS_HOME) (per-example traces under bundles/, W&B offline runs under wandb/)"
+	@echo "Report:  $(EVALJOBS_HOME)/reports/quickstart/index.html"
 
 test: setup /usr/bin/chromium /usr/bin/chromedriver
 	cd $(CURDIR) && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/python bench/harness_vs_lm_eval.py
+	$(VENV)/bin/python bench/leaderboard_and_report.py
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed $(MODEL_DIR)/config.json
 

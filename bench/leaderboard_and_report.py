@@ -7,7 +7,7 @@ without examples, as for results whose bundles are elsewhere) and with them (eve
 is parsed to find the worst and best). The PNGs (matplotlib, one per chart) are timed too; no target.
 
     .venv/bin/python bench/leaderboard_and_report.py [--models 100 --benchmarks 100 --samples 50]
-Prints a table and writes bench/results/leaderboard_and_report.json.
+Prints a table and writes bench/out/leaderboard_and_report.json.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--benchmarks", type=int, default=100)
     parser.add_argument("--samples", type=int, default=50, help="records per bundle")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "leaderboard_and_report.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "leaderboard_and_report.json")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="evaljobs-bench-report-") as tmp:

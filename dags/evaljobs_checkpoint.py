@@ -74,13 +74,20 @@ def evaljobs_checkpoint():
         server=serve.output,
         project="{{ params.project }}",
         settings="{{ ti.xcom_pull('resolve')['settings'] }}",
+        publish_leaderboard=False,  # the mapped tasks run at once: the leaderboard is published once, below
     ).expand(benchmarks=selected(job))
 
     @task
     def publish(params: dict | None = None) -> dict:
-        from evaljobs.engine.leaderboard import publish
+        """The project's leaderboard: saved, logged to its W&B leaderboard run, rendered as the HTML report."""
+        from evaljobs.engine.job import publish
+        from evaljobs.engine.spec import default_results_home
+        from evaljobs.hooks.wandb import WandbHook
 
-        return publish(params["project"]) if params["publish"] else {}
+        if not params["publish"]:
+            return {}
+        board, report = publish(params["project"], default_results_home(), WandbHook().target())
+        return board.as_dict() | {"report": str(report)}
 
     (
         job

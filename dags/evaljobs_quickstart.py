@@ -32,6 +32,12 @@ EMBEDDED_MODEL = "models/smollm2-135m-instruct"
         ),
         "limit": Param(40, type="integer", minimum=0, description="examples per benchmark (0 = all)"),
         "project": Param("quickstart", type="string", description="destination project"),
+        "publish": Param(True, type="boolean", description="update the leaderboard, its W&B run and the report"),
+        "wandb_mode": Param(
+            "auto",
+            enum=["auto", "online", "offline", "disabled"],
+            description="auto: online with the wandb_default connection's key, else offline runs in the results home",
+        ),
     },
 )
 def evaljobs_quickstart():
@@ -39,6 +45,7 @@ def evaljobs_quickstart():
     def evaluate(params: dict | None = None) -> dict:
         from evaljobs.engine.command import run_local
         from evaljobs.engine.spec import JobSpec, default_results_home
+        from evaljobs.hooks.wandb import WandbHook
 
         home = default_results_home()
         spec = JobSpec.parse(
@@ -47,10 +54,14 @@ def evaljobs_quickstart():
                 "benchmarks": params["benchmarks"]
                 or (LOCAL_BENCHMARKS if os.environ.get("EVALJOBS_DATA_ROOT") else HUB_BENCHMARKS),
                 "settings": {"limit": params["limit"]},
-                "destination": {"project": params["project"]},
+                "destination": {
+                    "project": params["project"],
+                    "wandb": params["wandb_mode"],
+                    "publish_leaderboard": params["publish"],
+                },
             }
         )
-        return run_local(spec)
+        return run_local(spec, WandbHook().env(params["wandb_mode"]))
 
     evaluate()
 

@@ -55,7 +55,9 @@ def test_spec_file_and_flags_merge(tmp_path):
 def test_leaderboard_formats(tmp_path):
     record(tmp_path, "m", "b", score=0.5, baseline=0.25)
     out = evaljobs("leaderboard", "--project", "p", "--results-home", str(tmp_path), "--format", "csv")
-    assert out.stdout.splitlines() == ["rank,model,average,b", "1,m,33.3333,0.5000"]
+    header, line = out.stdout.splitlines()
+    assert header == "rank,model,variant,average,benchmarks,evaluated_at,b"
+    assert line.startswith("1,m,,33.3333,1,20") and line.endswith(",0.5000")  # evaluated_at: an ISO time
     target = tmp_path / "board.json"
     assert (
         evaljobs(
@@ -64,3 +66,47 @@ def test_leaderboard_formats(tmp_path):
         == 0
     )
     assert json.loads(target.read_text())["rows"][0]["average"] == 33.3333
+
+
+def test_report_and_html_leaderboard(tmp_path):
+    record(tmp_path, "m", "b", score=0.5, baseline=0.25)
+    record(tmp_path, "n", "b", score=0.75, baseline=0.25)
+    out = evaljobs("report", "--project", "p", "--results-home", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert out.returncode == 0 and out.stdout.strip() == f"report: {tmp_path / 'r' / 'index.html'}"
+    assert sorted(p.name for p in (tmp_path / "r" / "charts").iterdir()) == ["_average.png", "_heatmap.png", "b.png"]
+    page = evaljobs("leaderboard", "--project", "p", "--results-home", str(tmp_path), "--format", "html").stdout
+    assert page.startswith("<!DOCTYPE html>") and page.index(">n<") < page.index(">m<")  # n ranks first
+    missing = evaljobs("report", "--project", "none", "--results-home", str(tmp_path), "--out", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "project: no results for 'none'" in missing.stderr
+
+
+def test_package_model_offline_checks_the_folder_first(tmp_path, model_dir):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path)}
+    home = tmp_path / "home"
+    bad = evaljobs("package-model", str(tmp_path), "--name", "x", "--project", "t/p", "--results-home", str(home))
+    assert bad.returncode == 2 and "config.json" in bad.stderr and not (home / "wandb").exists()
+    out = evaljobs(
+        "package-model", str(model_dir), "--name", "smollm2", "--project", "team/models", "--results-home", str(home),
+        env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == f"logged {model_dir} as the W&B model artifact team/models/smollm2:latest"
+    assert "offline" in out.stdout and len(list((home / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_run_flags_for_wandb_and_publishing():
+    from evaljobs.cli import _parser, job_spec_from_args
+
+    args = _parser().parse_args(
+        ["run", "--checkpoint", "team/models/smollm2:v3", "--benchmarks", "gsm8k", "--wandb", "offline"]
+        + ["--wandb-host", "https://wandb.example.com", "--no-publish-leaderboard"]
+    )
+    data = job_spec_from_args(args)
+    assert data["destination"] == {
+        "wandb": "offline",
+        "wandb_host": "https://wandb.example.com",
+        "publish_leaderboard": False,
+    }
+    assert data["model"] == {"checkpoint": "team/models/smollm2:v3"}

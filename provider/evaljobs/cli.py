@@ -44,11 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--check", type=Path, metavar="DIR", help="check that vLLM can load this model folder")
     prepare.set_defaults(handler=_prepare)
 
+    package = commands.add_parser("package-model", help="check a model folder and log it as a W&B model artifact")
+    package.add_argument("folder", type=Path)
+    package.add_argument("--name", required=True, help="the artifact's name (letters, digits, - _ .)")
+    package.add_argument("--project", required=True, help="W&B destination: entity/project or project")
+    package.add_argument("--results-home", type=Path, help="where offline runs go; default: $EVALJOBS_HOME")
+    _wandb_args(package)
+    package.set_defaults(handler=_package)
+
     serve = commands.add_parser("serve", help="serve a checkpoint with vLLM until interrupted")
     serve.add_argument("--checkpoint", required=True)
     serve.add_argument("--model", help="the name to serve it under (default: the folder name)")
     _resource_args(serve)
     serve.add_argument("--log-dir", type=Path, default=Path("."))
+    _wandb_args(serve, mode=False)
     serve.set_defaults(handler=_serve)
 
     run = commands.add_parser("run", help="run an evaluation job")
@@ -71,16 +80,56 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--project", help="destination project")
     run.add_argument("--results-home", type=Path, help="default: $EVALJOBS_HOME or ~/.evaljobs")
     run.add_argument("--job-id")
+    _wandb_args(run)
+    run.add_argument(
+        "--publish-leaderboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="update the project's leaderboard, its W&B run and the HTML report (default: on)",
+    )
     run.add_argument("--summary-out", type=Path, help="write the job summary JSON here (e.g. for XCom)")
     run.set_defaults(handler=_run)
 
     board = commands.add_parser("leaderboard", help="print a project's leaderboard")
     board.add_argument("--project", default="evaljobs")
     board.add_argument("--results-home", type=Path)
-    board.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    board.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
+    board.add_argument(
+        "--source",
+        choices=["local", "wandb"],
+        default="local",
+        help="local: the results store; wandb: also the W&B project's evaluation runs (needs WANDB_API_KEY)",
+    )
     board.add_argument("--out", type=Path, help="write to this file instead of printing")
+    _wandb_args(board, mode=False)
     board.set_defaults(handler=_leaderboard)
+
+    report = commands.add_parser("report", help="write a project's HTML report with charts")
+    report.add_argument("--project", default="evaljobs")
+    report.add_argument("--results-home", type=Path)
+    report.add_argument("--out", type=Path, required=True, help="the report's folder (index.html, charts/)")
+    report.set_defaults(handler=_report)
     return parser
+
+
+def _wandb_args(parser: argparse.ArgumentParser, mode: bool = True) -> None:
+    parser.add_argument("--wandb-host", help="a dedicated or self-hosted W&B server (default: $WANDB_BASE_URL)")
+    if mode:
+        parser.add_argument(
+            "--wandb",
+            choices=["auto", "online", "offline", "disabled"],
+            help="auto (default): online with $WANDB_API_KEY, else offline runs under the results home",
+        )
+
+
+def _target(args: argparse.Namespace) -> Any:
+    """W&B credentials of this process: the key from its environment (given to it, never written there)."""
+    import os
+
+    from evaljobs.engine.tracking import WandbTarget
+
+    host = args.wandb_host or os.environ.get("WANDB_BASE_URL")
+    return WandbTarget(os.environ.get("WANDB_API_KEY") or None, host, mode=getattr(args, "wandb", None) or "auto")
 
 
 def _resource_args(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +182,7 @@ def _serve(args: argparse.Namespace) -> None:
     from evaljobs.engine.spec import ModelSource, Resources, validated
 
     resources = validated(Resources, _resources(args))
-    folder = checkpoint_folder(ModelSource(checkpoint=args.checkpoint))
+    folder = checkpoint_folder(ModelSource(checkpoint=args.checkpoint), _target(args))
     name = args.model or folder.path.name
     with serving.start(folder.path, name, resources, args.log_dir) as server:
         print(f"serving {name} at {server.base_url} (Ctrl-C stops it)", flush=True)
@@ -171,6 +220,9 @@ def job_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         put("resources", key, value)
     put("destination", "project", args.project)
     put("destination", "results_home", str(args.results_home) if args.results_home else None)
+    put("destination", "wandb", args.wandb)
+    put("destination", "wandb_host", args.wandb_host)
+    put("destination", "publish_leaderboard", args.publish_leaderboard)
     if args.benchmarks:
         data["benchmarks"] = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     if args.job_id:
@@ -192,19 +244,30 @@ def _read_spec(path: Path) -> dict[str, Any]:
     return data
 
 
+def _package(args: argparse.Namespace) -> None:
+    from evaljobs.engine.spec import default_results_home
+    from evaljobs.engine.tracking import package_model
+
+    target = _target(args)
+    home = args.results_home or default_results_home()
+    ref = package_model(args.folder, args.name, args.project, target, home)
+    print(f"logged {args.folder} as the W&B model artifact {ref}")
+    if target.offline:
+        print(f"(offline: the artifact is in a run under {home / 'wandb'}; `wandb sync` it before a job can use it)")
+
+
 def _run(args: argparse.Namespace) -> None:
     from evaljobs.engine.job import run_job
     from evaljobs.engine.spec import JobSpec
 
     spec = JobSpec.parse(job_spec_from_args(args))
     result = run_job(spec)
+    home = spec.destination.results_home
     print()
     print(result.leaderboard.to_text())
-    print(
-        f"\nresults: {spec.destination.results_home} (bundles: "
-        f"{spec.destination.results_home / 'bundles'}; leaderboard: evaljobs leaderboard --project "
-        f"{spec.destination.project} --results-home {spec.destination.results_home})"
-    )
+    print(f"\nresults: {home} (bundles: {home / 'bundles'})")
+    if result.report:
+        print(f"report: {result.report}")
     if args.summary_out:
         from evaljobs.engine.results import write_json
 
@@ -216,14 +279,33 @@ def _leaderboard(args: argparse.Namespace) -> None:
     from evaljobs.engine.results import ResultsStore
     from evaljobs.engine.spec import default_results_home
 
-    store = ResultsStore(args.results_home or default_results_home())
-    board = leaderboard.build(args.project, store.rows(args.project))
-    text = {"table": board.to_text, "json": board.to_json, "csv": board.to_csv}[args.format]()
+    home = args.results_home or default_results_home()
+    rows = ResultsStore(home).rows(args.project)
+    if args.source == "wandb":
+        from evaljobs.engine.job import merge_rows
+        from evaljobs.engine.tracking import fetch_rows
+
+        rows = merge_rows(fetch_rows(args.project, _target(args)), rows)
+    board = leaderboard.build(args.project, rows)
+    if args.format == "html":
+        from evaljobs.engine.report import render_html
+
+        text = render_html(board, rows)
+    else:
+        text = {"table": board.to_text, "json": board.to_json, "csv": board.to_csv}[args.format]()
     if args.out:
-        args.out.write_text(text + ("" if text.endswith("\n") else "\n"))
+        args.out.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
         print(f"wrote {args.out}")
     else:
         print(text.rstrip("\n"))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from evaljobs.engine.report import write_report
+    from evaljobs.engine.spec import default_results_home
+
+    path = write_report(args.project, args.results_home or default_results_home(), args.out)
+    print(f"report: {path}")
 
 
 if __name__ == "__main__":

@@ -90,7 +90,11 @@ def test_checkpoint_dag_serves_evaluates_publishes_and_stops(dags, model_dir, tm
     assert sorted((r.benchmark, r.n_samples) for r in rows) == [("arc_challenge_local", 2), ("gsm8k_local", 2)]
     published = json.loads((tmp_path / "leaderboards" / "ckpt.json").read_text())
     assert published["rows"][0]["model"] == "smollm2-135m-instruct"
-    assert published["benchmarks"] == ["arc_challenge_local", "gsm8k_local"]
+    assert published["columns"] == ["arc_challenge_local", "gsm8k_local"]
+    assert (tmp_path / "reports" / "ckpt" / "index.html").is_file()
+    # The mapped evaluations log a W&B run each; the leaderboard is published once, by the publish task.
+    runs = sorted(d.name.split("-", 3)[3].split("-")[0] for d in (tmp_path / "wandb").glob("offline-run-*"))
+    assert runs == ["ev", "ev", "leaderboard"]
     assert "stopped vLLM at" in output
 
 

@@ -14,14 +14,25 @@ def test_dag_parses_with_its_form():
     assert bag.import_errors == {}
     dag = bag.dags["evaljobs_quickstart"]
     assert [t.task_id for t in dag.tasks] == ["evaluate"]
-    assert set(dag.params) == {"checkpoint", "benchmarks", "limit", "project"}
+    assert set(dag.params) == {"checkpoint", "benchmarks", "limit", "project", "publish", "wandb_mode"}
 
 
-def test_dag_runs_a_job_end_to_end(airflow, model_dir, tmp_path):
+def test_dag_runs_a_job_end_to_end(airflow, model_dir, tmp_path, api_key):
+    """With a W&B connection holding a (canary) key and offline mode: runs, leaderboard run and report written,
+    the key in none of them nor in the output."""
     shutil.copy(REPO / "dags" / "evaljobs_quickstart.py", airflow.dags)
-    conf = {"checkpoint": str(model_dir), "limit": 3, "project": "dagtest"}
-    ok, output = airflow.dags_test("evaljobs_quickstart", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path / "home"))
+    conf = {"checkpoint": str(model_dir), "limit": 3, "project": "dagtest", "wandb_mode": "offline"}
+    home = tmp_path / "home"
+    connection = json.dumps({"conn_type": "wandb", "password": api_key})
+    ok, output = airflow.dags_test(
+        "evaljobs_quickstart", conf=json.dumps(conf), EVALJOBS_HOME=str(home), AIRFLOW_CONN_WANDB_DEFAULT=connection
+    )
     assert ok, output[-5000:]
-    rows = ResultsStore(tmp_path / "home").rows("dagtest")
+    rows = ResultsStore(home).rows("dagtest")
     assert sorted(r.benchmark for r in rows) == ["arc_challenge_local", "gsm8k_local", "mmlu_marketing_local"]
     assert {r.n_samples for r in rows} == {3}
+    assert f"report: {home / 'reports' / 'dagtest' / 'index.html'}" in output
+    assert len(list((home / "wandb").glob("offline-run-*-ev-*"))) == 3
+    assert len(list((home / "wandb").glob("offline-run-*-leaderboard-*"))) == 1
+    assert api_key not in output
+    assert [p for p in home.rglob("*") if p.is_file() and api_key.encode() in p.read_bytes()] == []

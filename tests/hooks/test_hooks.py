@@ -67,3 +67,28 @@ def test_secret_values_are_masked_from_the_moment_they_are_read(monkeypatch):
     assert redact(f"the key is {fresh}") == f"the key is {fresh}"
     TeamSecretsHook().require(["TEAM_KEY"])
     assert redact(f"the key is {fresh}") == "the key is ***"
+
+
+def test_wandb_target_and_child_environment(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WANDB_TEAM",
+        json.dumps({"conn_type": "wandb", "password": CANARY, "host": "wandb.example.com", "extra": {"entity": "t"}}),
+    )
+    hook = WandbHook("wandb_team")
+    target = hook.target()
+    assert (target.api_key, target.host, target.entity, target.mode, target.offline) == (
+        CANARY,
+        "https://wandb.example.com",
+        "t",
+        "auto",
+        False,
+    )
+    assert CANARY not in repr(target)
+    assert hook.env() == {"WANDB_API_KEY": CANARY, "WANDB_BASE_URL": "https://wandb.example.com", "WANDB_ENTITY": "t"}
+    assert "WANDB_API_KEY" not in __import__("os").environ  # handed on, never put into this process's environment
+
+
+def test_without_a_wandb_connection_runs_are_offline():
+    target = WandbHook("no_such_connection").target()
+    assert target.offline and target.api_key is None and target.host is None
+    assert WandbHook("no_such_connection").env() == {}

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import platform
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from evaljobs import __version__
-from evaljobs.engine import leaderboard, preflight, serving
+from evaljobs.engine import leaderboard, preflight, serving, tracking
 from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.harness import BenchmarkRun, Endpoint, Harness
 from evaljobs.engine.modelprep import ModelFolder
-from evaljobs.engine.results import ResultRow, ResultsStore, write_json, write_jsonl
+from evaljobs.engine.results import ResultRow, ResultsStore, slug, write_json, write_jsonl
 from evaljobs.engine.spec import JobSpec
+
+COUNTERS = {
+    "requests": "vllm:request_success_total",
+    "tokens_in": "vllm:prompt_tokens_total",
+    "tokens_out": "vllm:generation_tokens_total",
+}
 
 
 @dataclass
@@ -27,36 +35,55 @@ class JobResult:
     spec: JobSpec
     rows: list[ResultRow]
     leaderboard: leaderboard.Leaderboard
+    runs: dict[str, tracking.TrackedRun] = field(default_factory=dict)
+    report: Path | None = None
 
     def summary(self) -> dict[str, Any]:
         """A small, secret-free summary (what an Airflow task returns to XCom)."""
         return {
             "job_id": self.spec.job_id,
             "project": self.spec.destination.project,
-            "model": self.spec.model.display_name,
+            "model": self.rows[0].model if self.rows else self.spec.model.display_name,
             "scores": {r.benchmark: r.score for r in self.rows},
             "metrics": {r.benchmark: r.metric for r in self.rows},
             "bundles": {r.benchmark: r.bundle for r in self.rows},
+            "wandb_runs": {b: {"id": r.id, "offline": r.offline, "url": r.url} for b, r in self.runs.items()},
+            "report": str(self.report) if self.report else None,
             "results_home": str(self.spec.destination.results_home),
         }
 
 
+def wandb_target(spec: JobSpec, secrets: Mapping[str, str] | None) -> tracking.WandbTarget:
+    """Where and how runs are logged: the key is the ``WANDB_API_KEY`` secret, never the process environment
+    of the caller (``evaljobs run`` receives it in its own environment)."""
+    secrets = os.environ if secrets is None else secrets
+    dest = spec.destination
+    host = dest.wandb_host or secrets.get("WANDB_BASE_URL") or None
+    key, entity = secrets.get("WANDB_API_KEY") or None, secrets.get("WANDB_ENTITY") or None
+    return tracking.WandbTarget(api_key=key, host=host, entity=entity, mode=dest.wandb)
+
+
 def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callable[[str], None] = print) -> JobResult:
     """Run ``spec`` end to end. Every finished benchmark is recorded at once, so a failure keeps them."""
-    checked = preflight.run(spec, secrets)
-    home = spec.destination.results_home
+    target = wandb_target(spec, secrets)
+    checked = preflight.run(spec, secrets, target)
+    home, project = spec.destination.results_home, spec.destination.project
     store = ResultsStore(home)
     workdir = home / "jobs" / spec.job_id
-    rows, failures = [], []
+    rows, runs, failures = [], {}, []
     with _endpoint(spec, checked, workdir, log) as (endpoint, server):
         harness = Harness(endpoint, spec.settings, home / "cache" / model_key(spec, checked.folder))
         ours = not spec.model.hosted  # a vLLM server: ours, or one serving this checkpoint for the DAG
-        versions = {"evaljobs": __version__, "vllm": server_version(endpoint) if ours else None}
+        context = {
+            "versions": {"evaljobs": __version__, "vllm": server_version(endpoint) if ours else None},
+            "server": {"args": server.process.args[3:]} if server else None,
+            "hardware": hardware(spec),
+        }
         for number, benchmark in enumerate(checked.benchmarks, 1):
             log(
                 f"[{number}/{len(checked.benchmarks)}] {benchmark.name} ({benchmark.output}, metric {benchmark.metric})"
             )
-            served_before = requests_served(endpoint) if ours else None
+            before = server_counters(endpoint) if ours else None
             try:
                 run = harness.run(benchmark)
             except HarnessError as exc:
@@ -65,19 +92,69 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
                 failures.append(str(exc))
                 log(f"    FAILED: {exc}")
                 continue
-            sent = requests_served(endpoint) - served_before if ours else None
-            rows.append(_record(store, spec, run, sent, versions))
+            counted = _delta(server_counters(endpoint), before) if ours else {}
+            row = _record(store, spec, checked, run, counted, context)
+            rows.append(row)
             log(
                 f"    {benchmark.metric} = {run.score:.4f} on {run.n_samples} examples in {run.seconds:.1f} s"
-                + (f", {sent} requests answered by the server" if sent is not None else "")
+                + (f", {counted['requests']} requests answered by the server" if counted else "")
             )
-    board = leaderboard.build(spec.destination.project, store.rows(spec.destination.project))
+            if target.mode != "disabled":
+                try:
+                    runs[benchmark.name] = tracked = tracking.log_evaluation(
+                        Path(row.bundle), home, target, model_artifact=checked.artifact
+                    )
+                except Exception as exc:  # W&B down or refusing: the local result stays, a retry logs it again
+                    failures.append(f"benchmark {benchmark.name}: logging to W&B failed: {type(exc).__name__}: {exc}")
+                    log(f"    W&B logging FAILED: {exc}")
+                else:
+                    log(f"    W&B run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
+    if rows:
+        board, report_path = publish(project, home, target, log, write=spec.destination.publish_leaderboard)
+    else:
+        board, report_path = leaderboard.build(project, store.rows(project)), None
     if failures:
         raise HarnessError(
             f"{len(failures)} of {len(checked.benchmarks)} benchmarks failed (finished ones are "
             f"recorded under {home}):\n" + "\n".join(failures)
         )
-    return JobResult(spec, rows, board)
+    if runs and any(r.offline for r in runs.values()):
+        log(f"W&B runs were written offline under {home / 'wandb'}: upload each with the `wandb sync` line above")
+    return JobResult(spec, rows, board, runs, report_path)
+
+
+def publish(
+    project: str,
+    results_home: Path,
+    target: tracking.WandbTarget,
+    log: Callable[[str], None] = print,
+    write: bool = True,
+) -> tuple[leaderboard.Leaderboard, Path | None]:
+    """The project's leaderboard (local results, plus the W&B project's runs when online); with ``write``,
+    also saved as JSON/CSV, logged to the project's leaderboard run and rendered as the HTML report."""
+    from evaljobs.engine import report
+
+    rows = ResultsStore(results_home).rows(project)
+    if target.mode != "disabled" and not target.offline:
+        rows = merge_rows(tracking.fetch_rows(project, target), rows)
+    board = leaderboard.build(project, rows)
+    if not write:
+        return board, None
+    leaderboard.write(board, results_home)
+    if target.mode != "disabled":
+        tracked = tracking.log_leaderboard(board.as_dict(), results_home, target)
+        log(f"leaderboard run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
+    path = report.write_report(project, results_home, results_home / "reports" / slug(project), rows=rows)
+    log(f"report: {path}")
+    return board, path
+
+
+def merge_rows(remote: list[ResultRow], local: list[ResultRow]) -> list[ResultRow]:
+    """The project's rows from W&B and from the local store; for the same key the newer wins (oldest first)."""
+    merged: dict[tuple[str, str, str], ResultRow] = {}
+    for row in sorted([*remote, *local], key=lambda r: r.recorded_at):
+        merged[(row.model, row.benchmark, row.settings_hash)] = row
+    return list(merged.values())
 
 
 @contextmanager
@@ -126,14 +203,34 @@ def model_key(spec: JobSpec, folder: ModelFolder | None) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
-def requests_served(endpoint: Endpoint) -> int:
-    """Requests vLLM has finished so far, from its Prometheus metrics."""
+def server_counters(endpoint: Endpoint) -> dict[str, int]:
+    """vLLM's request and token counters so far (its Prometheus metrics), summed over label sets."""
     text = httpx.get(endpoint.base_url.removesuffix("/v1") + "/metrics", timeout=10).text
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:request_success_total")
-        )
-    )
+    values = dict.fromkeys(COUNTERS, 0.0)
+    for line in text.splitlines():
+        for key, metric in COUNTERS.items():
+            if line.startswith((metric + "{", metric + " ")):
+                values[key] += float(line.rsplit(" ", 1)[1])
+    return {k: int(v) for k, v in values.items()}
+
+
+def requests_served(endpoint: Endpoint) -> int:
+    """Requests vLLM has finished so far."""
+    return server_counters(endpoint)["requests"]
+
+
+def _delta(after: dict[str, int], before: dict[str, int] | None) -> dict[str, int]:
+    return {k: v - (before or {}).get(k, 0) for k, v in after.items()}
+
+
+def hardware(spec: JobSpec) -> dict[str, Any]:
+    """Where the job ran (for the run's config): the server's GPUs, this machine's CPUs and platform."""
+    return {
+        "gpus": spec.resources.gpus,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(terse=True),
+        "machine": platform.machine(),
+    }
 
 
 def server_version(endpoint: Endpoint) -> str | None:
@@ -144,31 +241,42 @@ def server_version(endpoint: Endpoint) -> str | None:
 
 
 def _record(
-    store: ResultsStore, spec: JobSpec, run: BenchmarkRun, sent: int | None, versions: dict[str, Any]
+    store: ResultsStore,
+    spec: JobSpec,
+    checked: preflight.Checked,
+    run: BenchmarkRun,
+    counted: dict[str, int],
+    context: dict[str, Any],
 ) -> ResultRow:
     benchmark, settings, project = run.benchmark, spec.settings, spec.destination.project
-    model = spec.model.display_name
+    model = checked.model_name or spec.model.display_name
     bundle = store.bundle_dir(project, model, benchmark.name, settings.score_hash())
     write_jsonl(bundle / "samples.jsonl", run.samples)
+    source = spec.model.model_dump(exclude_none=True, exclude=None if spec.model.hosted else {"api"})
+    requests = counted.get("requests")
     metrics = {
         "job_id": spec.job_id,
         "project": project,
-        "model": spec.model.model_dump(exclude_none=True, exclude=None if spec.model.hosted else {"api"})
-        | {"name": model},
+        "model": source | {"name": model} | ({"artifact": checked.artifact} if checked.artifact else {}),
         "benchmark": benchmark.model_dump(include={"name", "category", "output", "metric", "baseline", "task"})
         | {"custom": str(benchmark.custom) if benchmark.custom else None},
         "score": run.score,
         "metrics": run.metrics,
+        "subscores": run.subscores,
         "n_samples": run.n_samples,
         "settings": settings.model_dump(),
         "settings_hash": settings.score_hash(),
         "resources": spec.resources.model_dump(),
         "timing": {
             "seconds": round(run.seconds, 3),
-            "requests_answered_by_server": sent,
-            "requests_per_second": round(sent / run.seconds, 3) if sent and run.seconds else None,
+            "requests_answered_by_server": requests,
+            "requests_per_second": round(requests / run.seconds, 3) if requests and run.seconds else None,
+            "tokens_in": counted.get("tokens_in"),
+            "tokens_out": counted.get("tokens_out"),
         },
-        "versions": versions | {"lm_eval": run.harness["lm_eval_version"]},
+        "versions": context["versions"] | {"lm_eval": run.harness["lm_eval_version"]},
+        "server": context["server"],
+        "hardware": context["hardware"],
         "harness": run.harness,
     }
     write_json(bundle / "metrics.json", json.loads(json.dumps(metrics, default=str)))
@@ -186,5 +294,7 @@ def _record(
             n_samples=run.n_samples,
             metrics=run.metrics,
             bundle=str(bundle),
+            settings={k: v for k, v in settings.model_dump().items() if k in settings.SCORE_FIELDS},
+            subscores=run.subscores,
         )
     )

@@ -6,7 +6,9 @@ import importlib.util
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -15,6 +17,9 @@ from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import PreflightError, SpecError
 from evaljobs.engine.modelprep import ModelFolder, check_folder, fetch_hf_repo
 from evaljobs.engine.spec import JobSpec, ModelSource
+
+if TYPE_CHECKING:
+    from evaljobs.engine.tracking import WandbTarget
 
 MODEL_SIZE_LIMIT_BYTES = 86 * 10**9  # weights + KV cache at the max context, as the reference product allows
 
@@ -25,16 +30,33 @@ class Checked:
 
     benchmarks: list[Benchmark]
     folder: ModelFolder | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    artifact: str | None = None  # the W&B model artifact, resolved to its version (entity/project/name:v3)
+
+    @property
+    def model_name(self) -> str | None:
+        """The leaderboard row of an artifact checkpoint: its resolved version, not a moving alias."""
+        return self.artifact.rsplit("/", 1)[-1] if self.artifact else None
 
 
-def run(spec: JobSpec, secrets: Mapping[str, str] | None = None, size_limit: int = MODEL_SIZE_LIMIT_BYTES) -> Checked:
-    """Check benchmarks, the model and secrets. ``secrets`` defaults to the process environment."""
+def run(
+    spec: JobSpec,
+    secrets: Mapping[str, str] | None = None,
+    wandb: WandbTarget | None = None,
+    size_limit: int = MODEL_SIZE_LIMIT_BYTES,
+) -> Checked:
+    """Check benchmarks, the model and secrets. ``secrets`` defaults to the process environment; ``wandb``
+    gives access to W&B artifact checkpoints."""
     secrets = os.environ if secrets is None else secrets
     benchmarks = load_benchmarks(spec.benchmarks)
     if spec.model.hosted:
         return Checked(benchmarks, api_key=_check_hosted(spec, benchmarks, secrets))
-    return Checked(benchmarks, folder=_check_checkpoint(spec, size_limit))
+    folder = _check_checkpoint(spec, size_limit, wandb)
+    artifact = None
+    if spec.model.is_artifact:
+        entity_project = spec.model.checkpoint.rsplit("/", 1)[0]
+        artifact = f"{entity_project}/{folder.path.parent.name}:{folder.path.name}"
+    return Checked(benchmarks, folder=folder, artifact=artifact)
 
 
 def load_benchmarks(names: list[str]) -> list[Benchmark]:
@@ -52,20 +74,23 @@ def load_benchmarks(names: list[str]) -> list[Benchmark]:
     return loaded
 
 
-def checkpoint_folder(model: ModelSource) -> ModelFolder:
-    """The checked local folder of ``model.checkpoint``: a folder, or a Hugging Face repo fetched into the HF
-    cache. W&B artifacts are refused with the workaround."""
+def checkpoint_folder(
+    model: ModelSource, wandb: WandbTarget | None = None, results_home: Path | None = None
+) -> ModelFolder:
+    """The checked local folder of ``model.checkpoint``: a folder, a Hugging Face repo fetched into the HF
+    cache, or a W&B artifact downloaded under ``<results home>/artifacts`` (once per version)."""
     if model.is_artifact:
-        raise PreflightError(
-            f"checkpoint {model.checkpoint!r} is a W&B artifact reference; this version serves local folders "
-            "and Hugging Face repos: download it (wandb artifact get) and give the folder"
-        )
+        from evaljobs.engine.spec import default_results_home
+        from evaljobs.engine.tracking import WandbTarget, download_model
+
+        root = (results_home or default_results_home()) / "artifacts"
+        return check_folder(download_model(model.checkpoint, wandb or WandbTarget(), root))
     return check_folder(fetch_hf_repo(model.checkpoint) if model.checkpoint_kind == "hf_repo" else model.checkpoint)
 
 
-def _check_checkpoint(spec: JobSpec, size_limit: int) -> ModelFolder:
+def _check_checkpoint(spec: JobSpec, size_limit: int, wandb: WandbTarget | None) -> ModelFolder:
     model, resources = spec.model, spec.resources
-    folder = checkpoint_folder(model)
+    folder = checkpoint_folder(model, wandb, spec.destination.results_home)
     problems = []
     if folder.max_position_embeddings and resources.max_model_len > folder.max_position_embeddings:
         problems.append(

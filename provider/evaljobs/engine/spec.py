@@ -26,6 +26,14 @@ def default_results_home() -> Path:
     return Path(os.environ.get("EVALJOBS_HOME") or Path.home() / ".evaljobs")
 
 
+def http_url(value: str, example: str) -> str:
+    """``value`` without a trailing slash, if it is an http(s) URL with a host."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL; give e.g. {example}")
+    return value.rstrip("/")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,10 +56,7 @@ class ModelSource(_Strict):
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL; give e.g. https://api.example.com/v1")
-        root = value.rstrip("/")
+        root = http_url(value, "https://api.example.com/v1")
         return root if root.endswith("/v1") else root + "/v1"
 
     @field_validator("api_key_secret")
@@ -156,10 +161,21 @@ class Resources(_Strict):
 
 
 class Destination(_Strict):
-    """Where results land: a project (W&B ``entity/project`` or a plain name) and a local results home."""
+    """Where results land: a project (W&B ``entity/project`` or a plain name), a local results home, and W&B.
+
+    ``wandb``: ``auto`` logs online when a W&B API key is given (the ``WANDB_API_KEY`` secret) and offline
+    runs under the results home otherwise (``wandb sync`` uploads them later); ``disabled`` logs nothing."""
 
     project: str = "evaljobs"
     results_home: Path = Field(default_factory=default_results_home)
+    wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
+    wandb_host: str | None = Field(None, description="a dedicated or self-hosted W&B server; None = W&B's cloud")
+    publish_leaderboard: bool = Field(True, description="update the project's leaderboard and report after the job")
+
+    @field_validator("wandb_host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        return None if value is None else http_url(value, "https://wandb.example.com")
 
     @field_validator("project")
     @classmethod

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    from evaljobs.engine.tracking import WandbTarget
 
 PUBLIC_HOST = "https://api.wandb.ai"
 
@@ -61,6 +64,26 @@ class WandbHook(BaseHook):
         if not host.startswith(("http://", "https://")):
             host = f"https://{host}"
         return WandbCredentials(conn.password or None, host.rstrip("/"), conn.extra_dejson.get("entity"))
+
+    def target(self, mode: str = "auto") -> WandbTarget:
+        """The engine's W&B target; without the connection, offline runs under the results home."""
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from evaljobs.engine.tracking import WandbTarget
+
+        try:
+            creds = self.credentials
+        except AirflowNotFoundException:
+            self.log.info("no connection %r: W&B runs are written offline", self.wandb_conn_id)
+            return WandbTarget(mode=mode)
+        host = None if creds.host == PUBLIC_HOST else creds.host
+        return WandbTarget(creds.api_key, host, creds.entity, mode)
+
+    def env(self, mode: str = "auto") -> dict[str, str]:
+        """What an ``evaljobs`` child process needs: the key (masked in logs) and host, as its environment."""
+        target = self.target(mode)
+        env = {"WANDB_API_KEY": target.api_key, "WANDB_BASE_URL": target.host, "WANDB_ENTITY": target.entity}
+        return {k: v for k, v in env.items() if v}
 
     def test_connection(self) -> tuple[bool, str]:
         """Ask the W&B server who the key belongs to."""

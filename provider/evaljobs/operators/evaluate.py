@@ -24,6 +24,10 @@ class WandbEvalOperator(BaseOperator):
     :param benchmarks: a catalog name, a custom benchmark .yaml path, or a list of them
     :param settings: :class:`~evaljobs.engine.spec.Settings` fields (limit, num_fewshot, chat_template, ...)
     :param server_resources: :class:`~evaljobs.engine.spec.Resources` fields, when this task serves the checkpoint
+    :param wandb_conn_id: the ``wandb`` connection (API key, host, entity); without it runs are logged offline
+    :param wandb_mode: ``auto`` (online with a key, else offline), ``online``, ``offline`` or ``disabled``
+    :param publish_leaderboard: update the project's leaderboard, its W&B run and the HTML report after the job;
+        turn it off in mapped tasks and publish once downstream (``evaljobs.engine.job.publish``)
     """
 
     template_fields: Sequence[str] = (
@@ -37,6 +41,8 @@ class WandbEvalOperator(BaseOperator):
         "project",
         "settings",
         "results_home",
+        "wandb_mode",
+        "publish_leaderboard",
     )
     template_fields_renderers = {"settings": "json", "server": "json"}
 
@@ -54,6 +60,9 @@ class WandbEvalOperator(BaseOperator):
         settings: dict[str, Any] | None = None,
         server_resources: dict[str, Any] | None = None,
         results_home: str | None = None,
+        wandb_conn_id: str = "wandb_default",
+        wandb_mode: str = "auto",
+        publish_leaderboard: bool = True,
         execution_mode: str = "local",
         **kwargs: Any,
     ) -> None:
@@ -68,6 +77,7 @@ class WandbEvalOperator(BaseOperator):
         self.base_url, self.model, self.api_key_secret, self.api = base_url, model, api_key_secret, api
         self.project, self.settings, self.server_resources = project, settings or {}, server_resources or {}
         self.results_home, self.execution_mode = results_home, execution_mode
+        self.wandb_conn_id, self.wandb_mode, self.publish_leaderboard = wandb_conn_id, wandb_mode, publish_leaderboard
         self._process = None
         self._check_static()
 
@@ -92,7 +102,7 @@ class WandbEvalOperator(BaseOperator):
         model: dict[str, Any] = {"model": self.model}
         if self.server:
             model |= {
-                "checkpoint": self.server["checkpoint"],
+                "checkpoint": self.server.get("artifact") or self.server["checkpoint"],
                 "endpoint": self.server["base_url"],
                 "model": self.server["model"],
             }
@@ -105,7 +115,11 @@ class WandbEvalOperator(BaseOperator):
             "benchmarks": [self.benchmarks] if isinstance(self.benchmarks, str) else list(self.benchmarks),
             "settings": self.settings,
             "resources": self.server_resources,
-            "destination": {"project": self.project},
+            "destination": {
+                "project": self.project,
+                "wandb": self.wandb_mode,
+                "publish_leaderboard": self.publish_leaderboard,
+            },
             "job_id": f"{context['run_id']}-{self.task_id}-{context['ti'].map_index}".replace(":", "_").replace(
                 "+", "_"
             )[-64:],
@@ -119,10 +133,13 @@ class WandbEvalOperator(BaseOperator):
         from evaljobs.engine.errors import EvalJobsError
         from evaljobs.engine.spec import JobSpec
         from evaljobs.hooks.secrets import TeamSecretsHook
+        from evaljobs.hooks.wandb import WandbHook
 
         try:
             spec = JobSpec.parse(self.job_spec(context))
             secrets = TeamSecretsHook().as_env([self.api_key_secret]) if self.api_key_secret else {}
+            if spec.destination.wandb != "disabled":
+                secrets |= WandbHook(self.wandb_conn_id).env(spec.destination.wandb)
             return run_local(spec, secrets, started=self._started)
         except EvalJobsError as exc:
             raise AirflowException(str(exc)) from None

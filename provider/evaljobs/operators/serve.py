@@ -23,7 +23,8 @@ class VLLMServeOperator(BaseOperator):
     the evaluations fail. In ``local`` mode the server is a process on the worker, so the evaluation tasks
     must run on the same machine (LocalExecutor, ``dags test``).
 
-    :param checkpoint: the model folder, or a Hugging Face repo ``org/name[@revision]`` (HF cache or hub)
+    :param checkpoint: the model folder, a W&B model artifact ``entity/project/name:alias`` (downloaded once per
+        version with the ``wandb_conn_id`` connection), or a Hugging Face repo ``org/name[@revision]``
     :param served_name: the model name the server answers to (default: the folder's name)
     :param server_resources: :class:`~evaljobs.engine.spec.Resources` fields (gpus, max_model_len, dtype, ...)
     """
@@ -37,6 +38,7 @@ class VLLMServeOperator(BaseOperator):
         served_name: str | None = None,
         server_resources: dict[str, Any] | None = None,
         log_dir: str | None = None,
+        wandb_conn_id: str = "wandb_default",
         execution_mode: str = "local",
         **kwargs: Any,
     ) -> None:
@@ -46,7 +48,7 @@ class VLLMServeOperator(BaseOperator):
         _check_mode(execution_mode)
         self.server_resources = validated(Resources, server_resources or {})
         self.checkpoint, self.served_name, self.log_dir = checkpoint, served_name, log_dir
-        self.execution_mode = execution_mode
+        self.execution_mode, self.wandb_conn_id = execution_mode, wandb_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
         from pathlib import Path
@@ -55,11 +57,14 @@ class VLLMServeOperator(BaseOperator):
         from evaljobs.engine.errors import EvalJobsError
         from evaljobs.engine.preflight import checkpoint_folder, vllm_problem
         from evaljobs.engine.spec import ModelSource, default_results_home
+        from evaljobs.hooks.wandb import WandbHook
 
         if problem := vllm_problem():
             raise AirflowException(problem)
         try:
-            folder = checkpoint_folder(ModelSource(checkpoint=self.checkpoint))
+            source = ModelSource(checkpoint=self.checkpoint)
+            target = WandbHook(self.wandb_conn_id).target() if source.is_artifact else None
+            folder = checkpoint_folder(source, target)
             name = self.served_name or folder.path.name
             log_dir = Path(self.log_dir or default_results_home() / "servers" / context["run_id"].replace(":", "_"))
             server = serving.start(folder.path, name, self.server_resources, log_dir, detach=True)
@@ -72,6 +77,7 @@ class VLLMServeOperator(BaseOperator):
             "base_url": server.base_url,
             "model": name,
             "checkpoint": str(folder.path),
+            "artifact": self.checkpoint if source.is_artifact else None,
             "pid": server.process.pid,
             "log": str(server.log_path),
         }
