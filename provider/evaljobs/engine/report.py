@@ -306,7 +306,8 @@ def _heatmap_figure(board: Leaderboard):
     small = values.size <= HEATMAP_ANNOTATED_CELLS
     font = 9 if small else 6
     left, bottom = _text_inches(rows, font), 0.1 + 0.6 * _text_inches(columns, font)  # x labels at 35 degrees
-    width, height = len(columns) * min(0.6, 20 / len(columns)), len(rows) * min(0.32, 16 / len(rows))
+    width = len(columns) * min(0.6, 20 / len(columns))
+    height = max(1.4, len(rows) * min(0.32, 16 / len(rows)))  # the colour bar's label needs ~1.4 in
     figure, axes = _figure(left + width + 1.1, bottom + height + 0.15)  # right: the colour bar and its label
     ax = axes(left, bottom, width, height)
     cmap = colormaps[HEATMAP_COLORS].with_extremes(bad="#e5e7eb")
