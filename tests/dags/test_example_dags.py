@@ -32,6 +32,7 @@ def test_every_dag_file_imports_without_errors():
         "evaljobs_checkpoint",
         "evaljobs_hosted",
         "evaljobs_promote",
+        "evaljobs_kubernetes",
         "example_training",
     }
 

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
-from evaljobs.operators.serve import _check_mode
+from evaljobs.operators.serve import cluster_settings
 
 
 class WandbEvalOperator(BaseOperator):
@@ -28,6 +28,10 @@ class WandbEvalOperator(BaseOperator):
     :param wandb_mode: ``auto`` (online with a key, else offline), ``online``, ``offline`` or ``disabled``
     :param publish_leaderboard: update the project's leaderboard, its W&B run and the HTML report after the job;
         turn it off in mapped tasks and publish once downstream (``evaljobs.engine.job.publish``)
+    :param execution_mode: ``local`` (a child process on the worker) or ``kubernetes`` (one pod per task, see
+        :func:`evaljobs.kubernetes.pods.evaluation_pod`)
+    :param kubernetes: :class:`~evaljobs.kubernetes.settings.KubernetesSettings` fields (image, namespace,
+        secrets, model_volume_claim, node_selector, tolerations, ...), for ``kubernetes`` mode
     """
 
     template_fields: Sequence[str] = (
@@ -64,10 +68,15 @@ class WandbEvalOperator(BaseOperator):
         wandb_mode: str = "auto",
         publish_leaderboard: bool = True,
         execution_mode: str = "local",
+        kubernetes: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_mode(execution_mode)
+        self.kubernetes = cluster_settings(execution_mode, kubernetes)
+        if self.kubernetes and results_home:
+            raise ValueError(
+                "results_home is a path on the Airflow worker; in kubernetes mode set kubernetes.results_volume_claim"
+            )
         sources = [
             name for name, value in (("server", server), ("checkpoint", checkpoint), ("base_url", base_url)) if value
         ]
@@ -79,6 +88,7 @@ class WandbEvalOperator(BaseOperator):
         self.results_home, self.execution_mode = results_home, execution_mode
         self.wandb_conn_id, self.wandb_mode, self.publish_leaderboard = wandb_conn_id, wandb_mode, publish_leaderboard
         self._process = None
+        self._pod = None
         self._check_static()
 
     def _check_static(self) -> None:
@@ -137,6 +147,9 @@ class WandbEvalOperator(BaseOperator):
 
         try:
             spec = JobSpec.parse(self.job_spec(context))
+            if self.kubernetes:
+                self._pod = self.pod_operator(spec)
+                return self._pod.execute(context)
             secrets = TeamSecretsHook().as_env([self.api_key_secret]) if self.api_key_secret else {}
             if spec.destination.wandb != "disabled":
                 secrets |= WandbHook(self.wandb_conn_id).env(spec.destination.wandb)
@@ -144,11 +157,25 @@ class WandbEvalOperator(BaseOperator):
         except EvalJobsError as exc:
             raise AirflowException(str(exc)) from None
 
+    def pod_operator(self, spec: Any) -> Any:
+        """The KubernetesPodOperator that evaluates ``spec`` (a :class:`~evaljobs.engine.spec.JobSpec`) in a pod;
+        the W&B key and ``api_key_secret`` reach it as Kubernetes Secret references."""
+        from evaljobs.hooks.wandb import WandbHook
+        from evaljobs.kubernetes.pods import evaluation_pod, wandb_env
+
+        plain, names = {}, [self.api_key_secret] if self.api_key_secret else []
+        if spec.destination.wandb != "disabled":
+            plain, wandb_secrets = wandb_env(WandbHook(self.wandb_conn_id).target(spec.destination.wandb))
+            names += wandb_secrets
+        return evaluation_pod(spec, self.kubernetes, task_id=self.task_id, plain_env=plain, secret_names=names)
+
     def _started(self, process: Any) -> None:
         self._process = process
 
     def on_kill(self) -> None:
-        """Stop the running job; it stops its vLLM server and keeps what it finished."""
+        """Stop the running job (a process stops its vLLM server and keeps what it finished; a pod is deleted)."""
+        if self._pod is not None:
+            self._pod.on_kill()
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
 

@@ -8,12 +8,26 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
-EXECUTION_MODES = ("local",)
+EXECUTION_MODES = ("local", "kubernetes")
 
 
-def _check_mode(execution_mode: str) -> None:
+def cluster_settings(execution_mode: str, kubernetes: dict[str, Any] | None) -> Any:
+    """The one place that reads ``execution_mode``: None for ``local``, the checked
+    :class:`~evaljobs.kubernetes.settings.KubernetesSettings` for ``kubernetes``."""
     if execution_mode not in EXECUTION_MODES:
         raise ValueError(f"execution_mode {execution_mode!r} is not available; use one of {EXECUTION_MODES}")
+    if execution_mode == "local":
+        if kubernetes:
+            raise ValueError("kubernetes settings are given but execution_mode is 'local'; set it to 'kubernetes'")
+        return None
+    from evaljobs.engine.errors import SpecError
+    from evaljobs.engine.spec import validated
+    from evaljobs.kubernetes.settings import KubernetesSettings
+
+    try:
+        return validated(KubernetesSettings, kubernetes or {})
+    except SpecError as exc:
+        raise SpecError([f"kubernetes.{problem}" for problem in exc.problems]) from None
 
 
 class VLLMServeOperator(BaseOperator):
@@ -27,6 +41,9 @@ class VLLMServeOperator(BaseOperator):
         version with the ``wandb_conn_id`` connection), or a Hugging Face repo ``org/name[@revision]``
     :param served_name: the model name the server answers to (default: the folder's name)
     :param server_resources: :class:`~evaljobs.engine.spec.Resources` fields (gpus, max_model_len, dtype, ...)
+    :param execution_mode: ``local`` (a process on the worker) or ``kubernetes`` (a one-replica vLLM Deployment
+        and its Service; the XCom's ``base_url`` is the in-cluster URL and evaluation pods need no GPU)
+    :param kubernetes: :class:`~evaljobs.kubernetes.settings.KubernetesSettings` fields, for ``kubernetes`` mode
     """
 
     template_fields: Sequence[str] = ("checkpoint", "served_name", "log_dir")
@@ -40,12 +57,13 @@ class VLLMServeOperator(BaseOperator):
         log_dir: str | None = None,
         wandb_conn_id: str = "wandb_default",
         execution_mode: str = "local",
+        kubernetes: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         from evaljobs.engine.spec import Resources, validated
 
-        _check_mode(execution_mode)
+        self.kubernetes = cluster_settings(execution_mode, kubernetes)
         self.server_resources = validated(Resources, server_resources or {})
         self.checkpoint, self.served_name, self.log_dir = checkpoint, served_name, log_dir
         self.execution_mode, self.wandb_conn_id = execution_mode, wandb_conn_id
@@ -59,6 +77,8 @@ class VLLMServeOperator(BaseOperator):
         from evaljobs.engine.spec import ModelSource, default_results_home
         from evaljobs.hooks.wandb import WandbHook
 
+        if self.kubernetes:
+            return self._serve_on_cluster(context)
         if problem := vllm_problem():
             raise AirflowException(problem)
         try:
@@ -82,6 +102,63 @@ class VLLMServeOperator(BaseOperator):
             "log": str(server.log_path),
         }
 
+    def shared_server(self, context: Any) -> Any:
+        """The Deployment + Service manifests of this task's server
+        (:class:`~evaljobs.kubernetes.server.SharedServer`), refused before submission when they cannot work."""
+        from evaljobs.engine.spec import ModelSource
+        from evaljobs.hooks.wandb import WandbHook
+        from evaljobs.kubernetes.pods import plain_env_vars, wandb_env
+        from evaljobs.kubernetes.secrets import secret_env
+        from evaljobs.kubernetes.server import server_name, shared_server
+
+        source = ModelSource(checkpoint=self.checkpoint)
+        fetch_env = []
+        if source.is_artifact:
+            plain, _ = wandb_env(WandbHook(self.wandb_conn_id).target())
+            fetch_env = secret_env(["WANDB_API_KEY"], self.kubernetes) + plain_env_vars(plain)
+        name = server_name(context["dag_run"].dag_id, context["run_id"], self.task_id)
+        served = self.served_name or source.display_name.rsplit("/", 1)[-1]
+        return shared_server(name, source, served, self.server_resources, self.kubernetes, fetch_env)
+
+    def _serve_on_cluster(self, context: Any) -> dict[str, Any]:
+        from evaljobs.engine.errors import EvalJobsError
+        from evaljobs.engine.spec import ModelSource
+        from evaljobs.kubernetes import server as cluster
+
+        try:
+            server = self.shared_server(context)
+        except EvalJobsError as exc:
+            raise AirflowException(str(exc)) from None
+        apps, core = _clients(self.kubernetes.kubernetes_conn_id)
+        cluster.create(server, apps, core)
+        self.log.info("created vLLM deployment and service %s/%s", server.namespace, server.name)
+        timeout = self.kubernetes.startup_timeout + self.server_resources.startup_timeout
+        try:
+            cluster.wait_ready(server, apps, timeout)
+        except BaseException:
+            cluster.delete(server.name, server.namespace, apps, core)
+            raise
+        return {
+            "base_url": server.base_url,
+            "model": server.model,
+            "checkpoint": server.model_path,
+            "artifact": self.checkpoint if ModelSource(checkpoint=self.checkpoint).is_artifact else None,
+            "kubernetes": {
+                "name": server.name,
+                "namespace": server.namespace,
+                "conn_id": self.kubernetes.kubernetes_conn_id,
+            },
+        }
+
+
+def _clients(conn_id: str) -> tuple[Any, Any]:
+    """AppsV1Api and CoreV1Api of the ``kubernetes`` connection (or the in-cluster configuration)."""
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from kubernetes.client import AppsV1Api, CoreV1Api
+
+    client = KubernetesHook(conn_id=conn_id).get_conn()
+    return AppsV1Api(client), CoreV1Api(client)
+
 
 class VLLMStopOperator(BaseOperator):
     """Teardown of :class:`VLLMServeOperator`: stop the server whose XCom is ``server``."""
@@ -95,6 +172,15 @@ class VLLMStopOperator(BaseOperator):
     def execute(self, context: Any) -> None:
         from evaljobs.engine.serving import stop_group
 
+        if self.server and "kubernetes" in self.server:
+            from evaljobs.kubernetes.server import delete
+
+            where = self.server["kubernetes"]
+            problems = delete(where["name"], where["namespace"], *_clients(where["conn_id"]))
+            if problems:
+                raise AirflowException("could not delete the vLLM server: " + "; ".join(problems))
+            self.log.info("deleted vLLM deployment and service %s/%s", where["namespace"], where["name"])
+            return
         if not self.server or "pid" not in self.server:
             self.log.info("no server to stop (the setup task did not start one)")
             return

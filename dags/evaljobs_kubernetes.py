@@ -1,0 +1,87 @@
+"""Evaluate a checkpoint on a GPU Kubernetes cluster: one pod per benchmark, all in parallel, each with vLLM as
+a native sidecar on its own GPUs; then publish the project's leaderboard.
+
+Cluster setup (namespace, Secrets, the model PVC, GPU node pool) is in docs/kubernetes.md. Airflow reaches
+the cluster through the ``kubernetes_default`` connection, or its in-cluster service account.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from evaljobs.engine.catalog import names
+from evaljobs.operators.evaluate import WandbEvalOperator
+
+CLUSTER = {
+    "namespace": "evaljobs",
+    "service_account": "evaljobs",
+    # team secret name -> Kubernetes Secret (key = the name): pods get references, never values
+    "secrets": {"WANDB_API_KEY": "evaljobs-secrets", "HF_TOKEN": "evaljobs-secrets"},
+    "model_volume_claim": "models",  # folder checkpoints live on it, under /models
+    "node_selector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+}
+GPUS = 1  # per pod: 1 or 2 (tensor parallel); a model over 86 GB with context is refused before submission
+
+FORM = {
+    "checkpoint": Param(
+        "my-team/models/my-model:latest",
+        type="string",
+        title="Checkpoint",
+        description="a W&B model artifact entity/project/name:alias, or a folder under /models on the model PVC",
+    ),
+    "benchmarks": Param(
+        ["gsm8k", "arc_challenge"],
+        type="array",
+        title="Benchmarks",
+        items={"type": "string", "enum": names()},
+        minItems=1,
+        uniqueItems=True,
+    ),
+    "limit": Param(0, type="integer", minimum=0, title="Examples per benchmark", description="0 = all"),
+    "project": Param("my-team/evaluations", type="string", title="W&B project (entity/project)"),
+    "publish": Param(True, type="boolean", title="Publish to leaderboard"),
+}
+
+
+@dag(
+    dag_id="evaljobs_kubernetes",
+    schedule=None,
+    catchup=False,
+    tags=["evaljobs", "example", "kubernetes"],
+    params=FORM,
+    render_template_as_native_obj=True,
+)
+def evaljobs_kubernetes():
+    @task
+    def selected(params: dict | None = None) -> list[str]:
+        return params["benchmarks"]
+
+    scores = WandbEvalOperator.partial(
+        task_id="evaluate",
+        checkpoint="{{ params.checkpoint }}",
+        project="{{ params.project }}",
+        settings={"limit": "{{ params.limit }}"},
+        server_resources={"gpus": GPUS, "max_model_len": 4096},
+        wandb_mode="online",
+        publish_leaderboard=False,  # the pods run at once: the leaderboard is published once, below
+        execution_mode="kubernetes",
+        kubernetes=CLUSTER,
+    ).expand(benchmarks=selected())
+
+    @task
+    def publish(params: dict | None = None) -> dict:
+        """The project's leaderboard from its W&B runs: saved, logged, rendered as the HTML report."""
+        from evaljobs.engine.job import publish
+        from evaljobs.engine.spec import default_results_home
+        from evaljobs.hooks.wandb import WandbHook
+
+        if not params["publish"]:
+            return {}
+        board, report = publish(params["project"], default_results_home(), WandbHook().target("online"))
+        return board.as_dict() | {"report": str(report)}
+
+    scores >> publish()
+
+
+evaljobs_kubernetes()

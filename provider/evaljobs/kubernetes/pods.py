@@ -1,0 +1,145 @@
+"""The evaluation pod of one job, built as a KubernetesPodOperator: the same ``evaljobs run`` command as local
+mode, reading its spec from a pod annotation and writing its summary to the XCom sidecar's file."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from evaljobs.kubernetes.model import ModelPlacement, ModelPlacementError, check_model_size, place_model
+from evaljobs.kubernetes.secrets import secret_env
+from evaljobs.kubernetes.vllm import POD_PYTHON, shm_volume, vllm_container
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from evaljobs.engine.spec import JobSpec
+    from evaljobs.engine.tracking import WandbTarget
+    from evaljobs.kubernetes.settings import KubernetesSettings
+
+SPEC_ANNOTATION = "evaljobs.io/spec"
+SPEC_DIR, SPEC_FILE = "/etc/evaljobs", "/etc/evaljobs/spec.json"
+XCOM_FILE = "/airflow/xcom/return.json"  # read by KubernetesPodOperator's XCom sidecar
+RESULTS_DIR = "/var/lib/evaljobs"
+JOB_LABEL, BENCHMARK_LABEL = "evaljobs.io/job", "evaljobs.io/benchmark"
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value: at most 63 of ``[A-Za-z0-9._-]``, alphanumeric at both ends."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text)[-63:].strip("._-") or "none"
+
+
+def wandb_env(target: WandbTarget) -> tuple[dict[str, str], list[str]]:
+    """The pod's W&B host and entity (plain values), and ``["WANDB_API_KEY"]`` when runs are logged online
+    (the key then comes from its Kubernetes Secret)."""
+    plain = {"WANDB_BASE_URL": target.host, "WANDB_ENTITY": target.entity}
+    online = target.mode != "disabled" and not target.offline
+    return {k: v for k, v in plain.items() if v}, ["WANDB_API_KEY"] if online else []
+
+
+def evaluation_pod(
+    spec: JobSpec,
+    settings: KubernetesSettings,
+    *,
+    task_id: str,
+    plain_env: Mapping[str, str] | None = None,
+    secret_names: Sequence[str] = (),
+) -> KubernetesPodOperator:
+    """The pod for ``spec``. A checkpoint gets vLLM as a native sidecar on localhost (or, when ``spec`` names a
+    shared server's endpoint, no GPU at all); a hosted model gets no GPU and no sidecar. Everything that can
+    be refused (placement, size, unmapped secrets) is refused here, before anything is submitted."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import V1VolumeMount
+
+    from evaljobs.engine.command import run_command
+
+    plain_env = dict(plain_env or {})
+    env = secret_env(secret_names, settings)
+    model, resources = spec.model, spec.resources
+    serves = not model.hosted and not model.endpoint  # this pod runs vLLM on its own GPUs
+    placement, init_containers, gpu_volumes = ModelPlacement(path=""), [], []
+    if not model.hosted:
+        fetch_env = secret_env(["WANDB_API_KEY"], settings) + plain_env_vars(plain_env) if model.is_artifact else []
+        placement = place_model(model, settings, fetch_env)
+        init_containers += placement.init_containers
+    endpoint = model.base_url or model.endpoint
+    if serves:
+        if resources.gpus == 0:
+            raise ModelPlacementError(
+                "server_resources.gpus must be 1 or 2 in kubernetes mode: the worker image's vLLM needs a GPU "
+                "(or evaluate against a shared VLLMServeOperator server)"
+            )
+        check_model_size(placement.path, resources, settings.size_limit_gb)
+        endpoint = f"http://127.0.0.1:{settings.vllm_port}/v1"
+        init_containers.append(
+            vllm_container(placement.path, model.display_name, resources, settings, placement.mounts, sidecar=True)
+        )
+        gpu_volumes.append(shm_volume(resources, settings))
+
+    pod_spec = spec.model_dump(mode="json", exclude_none=True, exclude={"destination": {"results_home"}})
+    if placement.path:
+        pod_spec["model"] |= {"checkpoint": placement.path, "endpoint": endpoint, "model": model.display_name}
+    mounts = [
+        V1VolumeMount(name="spec", mount_path=SPEC_DIR, read_only=True),
+        V1VolumeMount(name="results", mount_path=RESULTS_DIR),
+        *placement.mounts,
+    ]
+    benchmark = spec.benchmarks[0] if len(spec.benchmarks) == 1 else "several"
+    return KubernetesPodOperator(
+        task_id=task_id,
+        kubernetes_conn_id=settings.kubernetes_conn_id,
+        namespace=settings.namespace,
+        name=f"evaljobs-{label_value(benchmark).lower().replace('_', '-').replace('.', '-')[:40]}",
+        image=settings.image,
+        cmds=run_command(SPEC_FILE, XCOM_FILE, POD_PYTHON),
+        env_vars=[*plain_env_vars({"EVALJOBS_HOME": RESULTS_DIR, "PYTHONUNBUFFERED": "1"} | plain_env), *env],
+        volumes=[_spec_volume(), _results_volume(settings), *placement.volumes, *gpu_volumes],
+        volume_mounts=mounts,
+        init_containers=init_containers,
+        labels={"app.kubernetes.io/name": "evaljobs", JOB_LABEL: label_value(spec.job_id)}
+        | {BENCHMARK_LABEL: label_value(benchmark)},
+        annotations={
+            SPEC_ANNOTATION: json.dumps(pod_spec, sort_keys=True),
+            "evaljobs.io/benchmarks": ",".join(spec.benchmarks),
+        },
+        # GPU placement only for the pod that holds GPUs: the others must not occupy GPU nodes.
+        node_selector=(settings.node_selector or None) if serves else None,
+        tolerations=(settings.tolerations or None) if serves else None,
+        affinity=settings.affinity if serves else None,
+        priority_class_name=settings.priority_class,
+        service_account_name=settings.service_account,
+        security_context=settings.security_context,
+        startup_timeout_seconds=settings.startup_timeout + int(resources.startup_timeout),
+        get_logs=True,
+        do_xcom_push=True,
+        log_events_on_failure=True,
+        on_finish_action="delete_pod",
+    )
+
+
+def plain_env_vars(values: Mapping[str, str]) -> list[Any]:
+    """Environment variables with literal values: for what is not secret (hosts, paths)."""
+    from kubernetes.client import V1EnvVar
+
+    return [V1EnvVar(name=k, value=v) for k, v in values.items()]
+
+
+def _spec_volume() -> Any:
+    """The job spec annotation as the file ``spec.json`` (downward API): no ConfigMap to create or delete."""
+    from kubernetes.client import V1DownwardAPIVolumeFile, V1DownwardAPIVolumeSource, V1ObjectFieldSelector, V1Volume
+
+    field = V1ObjectFieldSelector(field_path=f"metadata.annotations['{SPEC_ANNOTATION}']")
+    source = V1DownwardAPIVolumeSource(items=[V1DownwardAPIVolumeFile(path="spec.json", field_ref=field)])
+    return V1Volume(name="spec", downward_api=source)
+
+
+def _results_volume(settings: KubernetesSettings) -> Any:
+    """The results home: the ``results_volume_claim`` PVC, or an emptyDir (W&B and XCom keep the results)."""
+    from kubernetes.client import V1EmptyDirVolumeSource, V1PersistentVolumeClaimVolumeSource, V1Volume
+
+    if settings.results_volume_claim:
+        claim = V1PersistentVolumeClaimVolumeSource(claim_name=settings.results_volume_claim)
+        return V1Volume(name="results", persistent_volume_claim=claim)
+    return V1Volume(name="results", empty_dir=V1EmptyDirVolumeSource())

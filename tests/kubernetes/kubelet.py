@@ -1,0 +1,45 @@
+"""Run a pod's evaluation container here, as a kubelet would: its volumes become folders (a PVC is the real
+folder at its mount path, emptyDir a fresh folder, the downward-API volume the annotation's text), its
+environment is set, ``secretKeyRef`` variables are read from ``secrets``, and the exact command runs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_evaluation_container(manifest: dict, root: Path, secrets: dict[tuple[str, str], str]) -> tuple[dict, str]:
+    """Run ``manifest``'s main container; return the XCom JSON it wrote and its output."""
+    container = manifest["spec"]["containers"][0]
+    volumes = {v["name"]: v for v in manifest["spec"]["volumes"]}
+    mounts = {}
+    for mount in container["volumeMounts"]:
+        volume, path = volumes[mount["name"]], mount["mountPath"]
+        local = Path(path) if "persistentVolumeClaim" in volume else root / path.lstrip("/")
+        local.mkdir(parents=True, exist_ok=True)
+        for item in volume.get("downwardAPI", {}).get("items", []):
+            key = item["fieldRef"]["fieldPath"].split("'")[1]  # metadata.annotations['KEY']
+            (local / item["path"]).write_text(manifest["metadata"]["annotations"][key])
+        mounts[path] = str(local)
+
+    def here(value: str) -> str:
+        for path, local in mounts.items():
+            if value == path or value.startswith(path + "/"):
+                return local + value[len(path) :]
+        return value
+
+    command = [here(arg) for arg in container["command"] + (container.get("args") or [])]
+    assert command[0] == "python3"  # the image's interpreter; here, this environment's
+    command[0] = sys.executable
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "AIRFLOW_"))}
+    for var in container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = here(var["value"])
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = secrets[(ref["name"], ref["key"])]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    output = out.stdout + out.stderr
+    assert out.returncode == 0, output[-4000:]
+    return json.loads(Path(here("/airflow/xcom/return.json")).read_text()), output
