@@ -14,27 +14,33 @@ A custom benchmark is a small YAML file over local rows (.jsonl, .json or .csv):
     max_tokens: 256              # generate
 
 Every row is checked before anything is served, so a wrong field name, a missing or empty file or a
-template that does not render gives one error naming the YAML key. The compiled config follows lm-eval's
+template that does not render gives one error naming the YAML key. Templates are untrusted: they are rendered
+in a sandbox (no files, environment or Python internals, no huge values), also when lm-eval renders them, and
+``${VAR}`` takes environment variables in ``data`` and ``fewshot_data`` only, so a file cannot copy a secret
+into a prompt. ``description`` is plain text. The compiled config follows lm-eval's
 conventions (a choice is scored as the prompt followed by ``" " + choice``; ``limit`` takes the first rows
 in file order), so scores are comparable with lm-eval's own tasks.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import re
 import string
-from functools import cached_property
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evaljobs.engine.errors import CustomBenchmarkError
+from evaljobs.engine.spec import MAX_SPEC_VALUES, expanded_size
 
 MAX_FILE_BYTES = 1 << 20
 MAX_DATA_BYTES = 2 << 30
@@ -44,8 +50,49 @@ NUMBER = r"(-?[0-9][0-9,]*(?:\.[0-9]+)?)"
 FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Compared after removing these from both the answer and the extracted output (lm-eval's GSM8K convention).
 IGNORED_IN_ANSWERS = [",", r"\$", r"\.$"]
+PATH_KEYS = ("data", "fewshot_data")  # the only keys where ${VAR} takes environment variables
+MAX_RENDERED = 1_000_000  # characters or items a template may build with * or **
 
-_jinja = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja without access to files, the environment or Python internals (attributes starting with ``_``,
+    mutating methods), which also refuses to build huge strings, lists or numbers with ``*`` and ``**``."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        sized = [len(v) for v in (left, right) if isinstance(v, (str, list, tuple))]
+        counts = [abs(v) for v in (left, right) if isinstance(v, int)]
+        too_big = (operator == "*" and sized and counts and sized[0] * counts[-1] > MAX_RENDERED) or (
+            operator == "**" and isinstance(right, (int, float)) and abs(right) > 64
+        )
+        if too_big:
+            raise jinja2.sandbox.SecurityError(f"{operator} would build a value too large for a prompt")
+        return super().call_binop(context, operator, left, right)
+
+
+# keep_trailing_newline as lm-eval's own environment, so prompts are the same characters.
+_jinja = _Sandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> jinja2.Template:
+    return _jinja.from_string(source)
+
+
+@dataclass(frozen=True)
+class SandboxedTemplate:
+    """A template lm-eval calls with each row (instead of rendering it with its unrestricted Jinja):
+    ``kind`` text gives the text, index an int, list a Python literal list."""
+
+    source: str
+    kind: Literal["text", "index", "list"] = "text"
+
+    def __call__(self, doc: dict) -> Any:
+        text = _compiled(self.source).render(**doc)
+        if self.kind == "index":
+            return int(text)
+        return ast.literal_eval(text) if self.kind == "list" else text
 
 
 class CustomBenchmarkFile(BaseModel):
@@ -55,20 +102,34 @@ class CustomBenchmarkFile(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]{0,63}$")
     type: Literal["multiple_choice", "generate"]
-    data: str
-    prompt: str
-    answer: str
+    data: str = Field(max_length=4096)
+    prompt: str = Field(max_length=100_000)
+    answer: str = Field(max_length=10_000)
     choices: str | list[str] | None = None
     answer_format: Literal["index", "letter", "text"] = "index"
-    extract: str = "last_number"
-    until: list[str] = ["\n\n"]
+    extract: str = Field("last_number", max_length=1000)
+    until: list[str] = Field(["\n\n"], max_length=16)
     max_tokens: int = Field(256, ge=1, le=65_536)
-    fewshot_data: str | None = None
+    fewshot_data: str | None = Field(None, max_length=4096)
     num_fewshot: int = Field(0, ge=0, le=64)
-    description: str = ""
+    description: str = Field("", max_length=100_000)
     metric: Literal["acc", "acc_norm", "exact_match"] | None = None
     baseline: float | None = Field(None, ge=0.0, lt=1.0)
-    category: str = "custom"
+    category: str = Field("custom", pattern=r"^[\w .-]{1,64}$")
+
+    @field_validator("until")
+    @classmethod
+    def _stops(cls, value: list[str]) -> list[str]:
+        if not all(value):
+            raise ValueError("stop sequences must not be empty strings")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _plain_description(cls, value: str) -> str:
+        if re.search(r"\{[{%#]", value):
+            raise ValueError("description is plain text; remove the Jinja markers ({{, {%, {#)")
+        return value
 
 
 class CustomBenchmark:
@@ -109,7 +170,7 @@ class CustomBenchmark:
             "task": spec.name,
             "dataset_path": DATA_FORMATS[self.data.suffix],
             "test_split": "test",
-            "doc_to_text": spec.prompt,
+            "doc_to_text": SandboxedTemplate(spec.prompt),
             "description": spec.description,
             "num_fewshot": spec.num_fewshot,
             "metadata": {"version": 1.0, "source": str(self.path)},
@@ -121,8 +182,8 @@ class CustomBenchmark:
         if spec.type == "multiple_choice":
             config |= {
                 "output_type": "multiple_choice",
-                "doc_to_choice": "{{" + _choices_expr(spec.choices) + "}}",
-                "doc_to_target": _target_template(spec),
+                "doc_to_choice": SandboxedTemplate("{{" + _choices_expr(spec.choices) + "}}", "list"),
+                "doc_to_target": SandboxedTemplate(_target_template(spec), "index"),
                 "metric_list": [
                     {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                     {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
@@ -131,7 +192,7 @@ class CustomBenchmark:
         else:
             config |= {
                 "output_type": "generate_until",
-                "doc_to_target": _target_template(spec),
+                "doc_to_target": SandboxedTemplate(_target_template(spec)),
                 "generation_kwargs": {
                     "until": spec.until,
                     "max_gen_toks": spec.max_tokens,
@@ -157,12 +218,11 @@ def load(path: str | Path, params: dict[str, str] | None = None) -> CustomBenchm
     """Read and check a custom benchmark file. ``params`` fill ``${NAME}`` in string values before the
     environment does (the catalog uses it to share one file between several subjects)."""
     path = Path(path).expanduser().resolve()
-    raw = _read_yaml(path)
-    raw = _substitute(raw, params or {})
+    raw = _substitute(_read_yaml(path), params or {})
     try:
         spec = CustomBenchmarkFile.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        err = exc.errors(include_input=False)[0]
         key = ".".join(str(p) for p in err["loc"]) or "(file)"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -196,8 +256,8 @@ def read_rows(path: Path, data: Path, key: str) -> list[dict]:
             rows = json.loads(text)
         else:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (json.JSONDecodeError, csv.Error) as exc:
-        raise CustomBenchmarkError(path, key, f"{data} cannot be parsed: {exc}") from None
+    except (json.JSONDecodeError, csv.Error, RecursionError) as exc:
+        raise CustomBenchmarkError(path, key, f"{data} cannot be parsed: {str(exc)[:200]}") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise CustomBenchmarkError(path, key, f"{data} must hold one object (row) per line or a list of objects")
     if not rows:
@@ -216,24 +276,31 @@ def _read_yaml(path: Path) -> dict:
         raise CustomBenchmarkError(path, "(file)", f"not valid UTF-8 YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise CustomBenchmarkError(path, "(file)", "must be a mapping of keys (name, type, data, prompt, answer, ...)")
+    if expanded_size(raw) > MAX_SPEC_VALUES:
+        raise CustomBenchmarkError(path, "(file)", "expands to too many values (a YAML alias bomb?); remove aliases")
     return raw
 
 
 def _substitute(raw: dict, params: dict[str, str]) -> dict:
+    """``${NAME}``: ``params`` everywhere; environment variables only in the data paths (never in prompts,
+    where a secret would reach the model and the results)."""
     import os
 
-    values = {**os.environ, **params}
+    def sub(key: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return string.Template(value).safe_substitute({**os.environ, **params} if key in PATH_KEYS else params)
 
-    def sub(value: Any) -> Any:
-        return string.Template(value).safe_substitute(values) if isinstance(value, str) else value
-
-    return {key: sub(value) for key, value in raw.items()}
+    return {key: sub(key, value) for key, value in raw.items()}
 
 
 def _data_file(path: Path, value: str, key: str) -> Path:
     if "${" in value:
         raise CustomBenchmarkError(path, key, f"{value!r} uses an unset variable; set it (e.g. EVALJOBS_DATA_ROOT)")
-    data = (path.parent / value).resolve()
+    try:
+        data = (path.parent / value).resolve()
+    except (ValueError, OSError) as exc:
+        raise CustomBenchmarkError(path, key, f"{value[:200]!r} is not a usable path ({exc})") from None
     if data.suffix not in DATA_FORMATS:
         raise CustomBenchmarkError(path, key, f"{data.name}: use a .jsonl, .json or .csv file")
     if not data.is_file():
@@ -243,13 +310,15 @@ def _data_file(path: Path, value: str, key: str) -> Path:
 
 def _render(path: Path, key: str, template: str, row: dict, number: int) -> str:
     try:
-        return _jinja.from_string(template).render(**row)
+        return _compiled(template).render(**row)
     except jinja2.UndefinedError as exc:
         raise CustomBenchmarkError(
             path, key, f"row {number}: {exc.message}; the row's fields are: {', '.join(row)}"
         ) from None
-    except jinja2.TemplateError as exc:
-        raise CustomBenchmarkError(path, key, f"bad template: {exc}") from None
+    except jinja2.sandbox.SecurityError as exc:
+        raise CustomBenchmarkError(path, key, f"row {number}: the template is not allowed: {exc}") from None
+    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, RecursionError, MemoryError) as exc:
+        raise CustomBenchmarkError(path, key, f"bad template: {str(exc)[:300]}") from None
 
 
 def _check_rows(path: Path, spec: CustomBenchmarkFile, rows: list[dict]) -> None:
@@ -341,9 +410,7 @@ def _choices_expr(choices: str | list[str] | None) -> str:
 
 
 def _render_choices(choices: str | list[str] | None, row: dict) -> list:
-    import ast
-
-    return ast.literal_eval(_jinja.from_string("{{" + _choices_expr(choices) + "}}").render(**row))
+    return SandboxedTemplate("{{" + _choices_expr(choices) + "}}", "list")(row)
 
 
 def _target_template(spec: CustomBenchmarkFile) -> str:

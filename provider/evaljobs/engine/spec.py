@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -19,6 +20,13 @@ ARTIFACT_REF = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+(:[\w.-]+)?$")
 HF_REPO = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 PROJECT_NAME = re.compile(r"^([A-Za-z0-9][\w.-]{0,63}/)?[A-Za-z0-9][\w.-]{0,127}$")
+# A model name as endpoints spell it (org/name:tag@rev); no spaces, no control characters, no '..' segment.
+MODEL_NAME = re.compile(r"^(?!.*(^|/)\.\.(/|$))[\w.:@/+-]{1,256}$")
+# Cloud instance-metadata services: reachable from pods, they hand out credentials. Never an endpoint.
+METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.azure.com", "instance-data", "100.100.100.200"}
+MAX_SPEC_VALUES = 100_000
+MAX_TEXT = 4096
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def default_results_home() -> Path:
@@ -27,11 +35,52 @@ def default_results_home() -> Path:
 
 
 def http_url(value: str, example: str) -> str:
-    """``value`` without a trailing slash, if it is an http(s) URL with a host."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL; give e.g. {example}")
+    """``value`` without a trailing slash, if it is an http(s) URL with a host that is not a link-local or
+    cloud-metadata address, and carries no credentials (keys travel as secrets, never in URLs)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        parts = None
+    if (
+        CONTROL.search(value)
+        or " " in value
+        or not parts
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+    ):
+        raise ValueError(f"{_short(value)} is not an http(s) URL; give e.g. {example}")
+    if parts.username or parts.password:
+        raise ValueError("the URL holds credentials (user:password@); remove them and give the key as a secret")
+    if _forbidden_host(parts.hostname):
+        raise ValueError(
+            f"{parts.hostname} is a link-local or cloud-metadata address, never a model endpoint; give the "
+            f"server's own address, e.g. {example}"
+        )
     return value.rstrip("/")
+
+
+def _forbidden_host(host: str) -> bool:
+    if host.rstrip(".").lower() in METADATA_HOSTS:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None) or address
+    return mapped.is_link_local or mapped.is_unspecified or mapped.is_multicast or str(mapped) in METADATA_HOSTS
+
+
+def plain_text(value: str | None, field: str, limit: int = MAX_TEXT) -> str | None:
+    """``value`` if it is at most ``limit`` characters without control characters (NUL, newlines, ...)."""
+    if value is not None and (len(value) > limit or CONTROL.search(value)):
+        raise ValueError(f"{field} must be at most {limit} characters without control characters (got {_short(value)})")
+    return value
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class _Strict(BaseModel):
@@ -58,6 +107,21 @@ class ModelSource(_Strict):
             return None
         root = http_url(value, "https://api.example.com/v1")
         return root if root.endswith("/v1") else root + "/v1"
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint(cls, value: str | None) -> str | None:
+        return plain_text(value, "a checkpoint (folder path or artifact/repo name)")
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        if value is not None and not MODEL_NAME.match(value):
+            raise ValueError(
+                f"{_short(value)} is not a model name; use letters, digits and . _ - : @ / + "
+                "(e.g. org/model-7b), without spaces or '..'"
+            )
+        return value
 
     @field_validator("api_key_secret")
     @classmethod
@@ -123,8 +187,11 @@ class Settings(_Strict):
     max_tokens: int | None = Field(None, ge=1, le=65_536, description="None = the benchmark's default")
     seed: int = Field(1234, ge=0, le=2**31 - 1)
     concurrency: int = Field(32, ge=1, le=1024, description="requests in flight against the endpoint")
-    max_retries: int = Field(8, ge=1, le=50)
-    request_timeout: float = Field(600.0, gt=0, le=7200, description="seconds for one request")
+    max_retries: int = Field(8, ge=0, le=50, description="retries of a failing request (429, 5xx, drops, timeouts)")
+    request_timeout: float = Field(600.0, ge=1, le=7200, description="seconds for one attempt of a request")
+    retry_deadline: float = Field(
+        900.0, gt=0, le=86_400, description="seconds after its first failure that a request is no longer retried"
+    )
 
     SCORE_FIELDS: ClassVar[tuple[str, ...]] = (
         "limit",
@@ -177,6 +244,12 @@ class Destination(_Strict):
     def _host(cls, value: str | None) -> str | None:
         return None if value is None else http_url(value, "https://wandb.example.com")
 
+    @field_validator("results_home")
+    @classmethod
+    def _results_home(cls, value: Path) -> Path:
+        plain_text(str(value), "results_home")
+        return value
+
     @field_validator("project")
     @classmethod
     def _project(cls, value: str) -> str:
@@ -203,7 +276,11 @@ class JobSpec(_Strict):
         problems = []
         for name in names:
             try:
+                if not plain_text(name, "a benchmark name").strip():
+                    raise ValueError("an empty benchmark name; remove it")
                 catalog.resolve(name)
+            except ValueError as exc:
+                problems.append(str(exc))
             except LookupError as exc:
                 problems.append(str(exc.args[0]))
         if problems:
@@ -224,10 +301,26 @@ class JobSpec(_Strict):
 
 def validated(model: type[_Model], data: dict[str, Any]) -> _Model:
     """``model`` built from ``data``, or one :class:`SpecError` listing every problem with its field."""
+    if expanded_size(data) > MAX_SPEC_VALUES:
+        raise SpecError(
+            [f"job: more than {MAX_SPEC_VALUES} values (a YAML alias bomb?); write the spec out without aliases"]
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise SpecError([_describe(err) for err in exc.errors()]) from None
+
+
+def expanded_size(data: Any, seen: dict[int, int] | None = None) -> int:
+    """How many values ``data`` holds once shared references (YAML aliases) are expanded; cheap to count."""
+    seen = {} if seen is None else seen
+    if not isinstance(data, (dict, list, tuple)):
+        return 1
+    if id(data) not in seen:
+        seen[id(data)] = MAX_SPEC_VALUES + 1  # a cycle counts as too many
+        items = list(data.items()) if isinstance(data, dict) else data
+        seen[id(data)] = 1 + sum(expanded_size(item, seen) for item in items)
+    return seen[id(data)]
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -235,6 +328,7 @@ def _describe(err: dict[str, Any]) -> str:
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         message = "unknown field; remove it or check its spelling"
-    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
-        message += f" (got {err['input']!r})"
+    elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], (dict, list)):
+        got = _short(err["input"])
+        message += "" if got in message else f" (got {got})"
     return f"{field}: {message}"
