@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int)
     run.add_argument("--seed", type=int)
     run.add_argument("--concurrency", type=int)
+    run.add_argument("--max-retries", type=int, help="retries of one request (429, 5xx, dropped, timeout)")
+    run.add_argument("--retry-deadline", type=float, help="seconds after a request's first failure to give up")
+    run.add_argument("--request-timeout", type=float, help="seconds for one attempt")
     _resource_args(run)
     run.add_argument("--project", help="destination project")
     run.add_argument("--results-home", type=Path, help="default: $EVALJOBS_HOME or ~/.evaljobs")
@@ -214,6 +217,9 @@ def job_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens",
         "seed",
         "concurrency",
+        "max_retries",
+        "retry_deadline",
+        "request_timeout",
     ):
         put("settings", key, getattr(args, key))
     for key, value in _resources(args).items():

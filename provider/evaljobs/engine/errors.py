@@ -31,3 +31,7 @@ class ServingError(EvalJobsError):
 
 class HarnessError(EvalJobsError):
     """The evaluation itself failed; partial results stay in the job's work folder."""
+
+
+class EndpointError(HarnessError):
+    """Requests to the model endpoint kept failing past their retries; names the endpoint and the last error."""

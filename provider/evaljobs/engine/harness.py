@@ -2,15 +2,17 @@
 
 Log-likelihood (multiple choice) needs ``/v1/completions`` with echo + logprobs, so it goes through lm-eval's
 ``local-completions`` model; chat-only endpoints use ``local-chat-completions`` (generative tasks only;
-preflight refuses the rest). Requests are sent ``settings.concurrency`` at a time, retried with exponential
-backoff, and cached per model in lm-eval's SQLite request cache, written as each answer arrives: re-running
-a finished benchmark sends no request, and an interrupted one resumes where it stopped.
+preflight refuses the rest). Requests are sent ``settings.concurrency`` at a time, retried by
+:mod:`evaljobs.engine.retrying` (``Retry-After``, jittered backoff, a deadline; counted per benchmark), and
+cached per model in lm-eval's SQLite request cache, written as each answer arrives: re-running a finished
+benchmark sends no request, and an interrupted one resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ class BenchmarkRun:
     seconds: float
     harness: dict[str, Any]
     subscores: dict[str, float] = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -56,7 +59,7 @@ def model_args(endpoint: Endpoint, settings: Settings) -> dict[str, Any]:
         "model": endpoint.model,
         "base_url": endpoint.base_url + path,
         "num_concurrent": settings.concurrency,
-        "max_retries": settings.max_retries,
+        "max_retries": 1,  # one attempt in lm-eval's own loop: retries are ours (evaljobs.engine.retrying)
         "timeout": int(settings.request_timeout),
         "max_length": endpoint.max_length,
         "seed": settings.seed,
@@ -109,14 +112,18 @@ def task_for(benchmark: Benchmark, settings: Settings) -> str | dict[str, Any]:
 class Harness:
     """One lm-eval model object and task index, reused for every benchmark of a job."""
 
-    def __init__(self, endpoint: Endpoint, settings: Settings, cache_dir: Path):
-        import lm_eval.api.registry
+    def __init__(
+        self, endpoint: Endpoint, settings: Settings, cache_dir: Path, alive: Callable[[], bool] | None = None
+    ):
+        """``alive``: whether the server we started still runs (requests to a dead one are not retried)."""
         from lm_eval.tasks import TaskManager
+
+        from evaljobs.engine.retrying import RetryPolicy, api_model
 
         self.settings = settings
         self.chat = endpoint.api == "chat"
-        name = "local-completions" if endpoint.api == "completions" else "local-chat-completions"
-        self.lm = lm_eval.api.registry.get_model(name).create_from_arg_obj(model_args(endpoint, settings), {})
+        self.lm = api_model(endpoint.api).create_from_arg_obj(model_args(endpoint, settings), {})
+        self.lm.policy = RetryPolicy(self.lm.base_url, settings.max_retries, settings.retry_deadline, alive=alive)
         self.task_manager = TaskManager()
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.cache = str(cache_dir / "requests")
@@ -127,6 +134,7 @@ class Harness:
 
         settings = self.settings
         started = time.monotonic()
+        self.lm.policy.retries.clear()
         try:
             out = lm_eval.simple_evaluate(
                 model=self.lm,
@@ -147,8 +155,9 @@ class Harness:
             )
         except Exception as exc:
             raise HarnessError(f"benchmark {benchmark.name} failed: {type(exc).__name__}: {exc}") from exc
-        seconds = time.monotonic() - started
-        return _collect(benchmark, out, seconds)
+        run = _collect(benchmark, out, time.monotonic() - started)
+        run.retries = self.lm.policy.counts()
+        return run
 
 
 def _collect(benchmark: Benchmark, out: dict[str, Any], seconds: float) -> BenchmarkRun:

@@ -72,7 +72,8 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
     workdir = home / "jobs" / spec.job_id
     rows, runs, failures = [], {}, []
     with _endpoint(spec, checked, workdir, log) as (endpoint, server):
-        harness = Harness(endpoint, spec.settings, home / "cache" / model_key(spec, checked.folder))
+        cache = home / "cache" / model_key(spec, checked.folder)
+        harness = Harness(endpoint, spec.settings, cache, server.alive if server else None)
         ours = not spec.model.hosted  # a vLLM server: ours, or one serving this checkpoint for the DAG
         context = {
             "versions": {"evaljobs": __version__, "vllm": server_version(endpoint) if ours else None},
@@ -273,6 +274,8 @@ def _record(
             "requests_per_second": round(requests / run.seconds, 3) if requests and run.seconds else None,
             "tokens_in": counted.get("tokens_in"),
             "tokens_out": counted.get("tokens_out"),
+            "retries": run.retries.get("total", 0),
+            "retries_by_reason": {k: v for k, v in run.retries.items() if k != "total"},
         },
         "versions": context["versions"] | {"lm_eval": run.harness["lm_eval_version"]},
         "server": context["server"],
