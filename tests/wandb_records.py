@@ -140,3 +140,20 @@ def _apply(target: dict[str, Any], updates: Any, removes: Any) -> None:
         for name in parents:
             node = node.get(name, {})
         node.pop(last, None)
+
+
+def table_rows(run_dir: Path, key: str) -> list[dict[str, Any]]:
+    """The rows of the one Table the run logged under ``key``, read from its file in the run folder."""
+    (entry,) = [row for row in read_run(run_dir).history if f"{key}/path" in row]
+    table = json.loads((Path(run_dir) / "files" / entry[f"{key}/path"]).read_text(encoding="utf-8"))
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+def run_folders(wandb_dir: Path) -> dict[str, list[Path]]:
+    """The run folders under a ``wandb`` directory, by run id (from each folder's ``run-<id>.wandb`` file)."""
+    folders: dict[str, list[Path]] = {}
+    for folder in sorted(Path(wandb_dir).glob("*run-*")):
+        if folder.is_dir() and not folder.is_symlink():
+            for log in folder.glob("run-*.wandb"):
+                folders.setdefault(log.stem.removeprefix("run-"), []).append(folder)
+    return folders

@@ -1,4 +1,6 @@
-"""The example DAGs: they import cleanly and fast, their forms reject bad input, and they run for real."""
+"""The example DAGs: they import cleanly and fast, their forms reject bad input, and they run for real, with
+canary values for every secret they can take; no canary shows in a run's output (the task logs), its XComs and
+rendered template fields in the metadata DB, or any file of the run (Airflow home, results home)."""
 
 import json
 import shutil
@@ -10,6 +12,7 @@ import pytest
 
 from evaljobs.engine.results import ResultsStore
 from tests import factories
+from tests.airflow_runner import canary_hits, secret_env
 from tests.conftest import REPO
 
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py"))
@@ -50,6 +53,12 @@ def test_parse_time_per_file(path):
     print(f"{path.name}: parsed in {float(out.stdout):.3f} s")
 
 
+def assert_no_canary(airflow, canaries, output, root):
+    stored = airflow.stored()
+    assert stored["xcom"] and stored["rendered_task_instance_fields"]  # the sweep has values to search
+    assert canary_hits(canaries, {"output": output, **stored}, root) == []
+
+
 def form(dag_id):
     from airflow.dag_processing.dagbag import DagBag
 
@@ -78,14 +87,15 @@ def test_forms_reject_bad_input_with_a_readable_message(dag_id, conf, message):
     assert message in str(info.value)
 
 
-def test_checkpoint_dag_serves_evaluates_publishes_and_stops(dags, model_dir, tmp_path):
+def test_checkpoint_dag_serves_evaluates_publishes_and_stops(dags, model_dir, canaries, tmp_path):
     conf = {
         "checkpoint": str(model_dir),
         "benchmarks": ["gsm8k_local", "arc_challenge_local"],
         "limit": 2,
         "project": "ckpt",
     }
-    ok, output = dags.dags_test("evaljobs_checkpoint", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path))
+    env = secret_env(canaries, wandb_connection=False)
+    ok, output = dags.dags_test("evaljobs_checkpoint", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path), **env)
     assert ok, output[-5000:]
     rows = ResultsStore(tmp_path).rows("ckpt")
     assert sorted((r.benchmark, r.n_samples) for r in rows) == [("arc_challenge_local", 2), ("gsm8k_local", 2)]
@@ -97,27 +107,29 @@ def test_checkpoint_dag_serves_evaluates_publishes_and_stops(dags, model_dir, tm
     runs = sorted(d.name.split("-", 3)[3].split("-")[0] for d in (tmp_path / "wandb").glob("offline-run-*"))
     assert runs == ["ev", "ev", "leaderboard"]
     assert "stopped vLLM at" in output
+    assert_no_canary(dags, canaries, output, tmp_path)
 
 
-def test_hosted_dag_with_the_form_values(dags, vllm_server, api_key, tmp_path):
+def test_hosted_dag_with_the_form_values(dags, vllm_server, canaries, tmp_path):
     conf = factories.hosted_form(vllm_server.base_url)
-    ok, output = dags.dags_test(
-        "evaljobs_hosted", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path), AIRFLOW_VAR_TEAM_LLM_KEY=api_key
-    )
+    env = secret_env(canaries, wandb_connection=False)  # the key of the hosted model is TEAM_LLM_KEY
+    ok, output = dags.dags_test("evaljobs_hosted", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path), **env)
     assert ok, output[-5000:]
     [row] = ResultsStore(tmp_path).rows("hosted")
     assert (row.model, row.benchmark, row.n_samples) == ("smollm2", "gsm8k_local", 2)
-    assert api_key not in output
+    assert_no_canary(dags, canaries, output, tmp_path)
 
 
-def test_training_dag_announces_its_checkpoint(dags, tmp_path):
-    ok, output = dags.dags_test("example_training", conf=json.dumps({"checkpoint": "/models/new"}))
+def test_training_dag_announces_its_checkpoint(dags, canaries, tmp_path):
+    conf = json.dumps({"checkpoint": "/models/new"})
+    ok, output = dags.dags_test("example_training", conf=conf, **secret_env(canaries))
     assert ok, output[-3000:]
     assert "Returned value was: /models/new" in output
+    assert_no_canary(dags, canaries, output, tmp_path)
 
 
 @pytest.mark.parametrize(("min_average", "promoted"), [(10.0, True), (90.0, False)])
-def test_promotion_waits_for_the_leaderboard(dags, tmp_path, min_average, promoted):
+def test_promotion_waits_for_the_leaderboard(dags, canaries, tmp_path, min_average, promoted):
     for benchmark, score in (("gsm8k_local", 0.3), ("arc_challenge_local", 0.5)):
         factories.record(
             tmp_path, "smollm2-135m-instruct", benchmark, score, baseline=0.25 * (benchmark != "gsm8k_local")
@@ -126,7 +138,8 @@ def test_promotion_waits_for_the_leaderboard(dags, tmp_path, min_average, promot
     assert len(store.rows("p")) == 2
     conf = {"project": "p", "min_average": min_average}
     started = time.monotonic()
-    ok, output = dags.dags_test("evaljobs_promote", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path))
+    env = secret_env(canaries)
+    ok, output = dags.dags_test("evaljobs_promote", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path), **env)
     assert ok is promoted, output[-3000:]
     promotions = tmp_path / "promotions.jsonl"
     if promoted:
@@ -135,3 +148,38 @@ def test_promotion_waits_for_the_leaderboard(dags, tmp_path, min_average, promot
     else:
         assert not promotions.exists() and "not promoted: average 31.67 < min_average 90.0" in output
     assert time.monotonic() - started < 120
+    assert_no_canary(dags, canaries, output, tmp_path)
+
+
+def test_kubernetes_dag_hands_pods_references_never_values(dags, canaries, tmp_path):
+    """No cluster here: each benchmark's task renders its fields and stops at the cluster client. Swept: the
+    run's output, XComs, rendered fields and files, and the pods the DAG's settings build (with the W&B key
+    online and HF_TOKEN mapped to Kubernetes Secrets)."""
+    import runpy
+
+    from evaljobs.operators.evaluate import WandbEvalOperator
+    from tests.kubernetes.manifests import pod_manifest
+
+    env = secret_env(canaries) | {"KUBECONFIG": str(tmp_path / "absent-kubeconfig")}
+    ok, output = dags.dags_test("evaljobs_kubernetes", EVALJOBS_HOME=str(tmp_path), **env)
+    assert not ok and "ConfigException: Invalid kube-config file" in output, output[-3000:]
+    assert_no_canary(dags, canaries, output, tmp_path)
+
+    module, params = runpy.run_path(str(REPO / "dags" / "evaljobs_kubernetes.py")), form("evaljobs_kubernetes")
+    manifests = {}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        for benchmark in params["benchmarks"]:
+            operator = WandbEvalOperator(
+                task_id="evaluate",
+                checkpoint=params["checkpoint"],
+                benchmarks=benchmark,
+                server_resources={"gpus": module["GPUS"]},
+                wandb_mode="online",
+                execution_mode="kubernetes",
+                kubernetes=module["CLUSTER"],
+            )
+            manifests[benchmark] = json.dumps(pod_manifest(operator))
+    assert all('"secretKeyRef"' in m and "WANDB_API_KEY" in m for m in manifests.values())
+    assert canary_hits(canaries, manifests) == []

@@ -4,6 +4,7 @@ import json
 import shutil
 
 from evaljobs.engine.results import ResultsStore
+from tests.airflow_runner import canary_hits, secret_env
 from tests.conftest import REPO
 
 
@@ -17,15 +18,15 @@ def test_dag_parses_with_its_form():
     assert set(dag.params) == {"checkpoint", "benchmarks", "limit", "project", "publish", "wandb_mode"}
 
 
-def test_dag_runs_a_job_end_to_end(airflow, model_dir, tmp_path, api_key):
-    """With a W&B connection holding a (canary) key and offline mode: runs, leaderboard run and report written,
-    the key in none of them nor in the output."""
+def test_dag_runs_a_job_end_to_end(airflow, model_dir, tmp_path, canaries):
+    """With canaries for every secret (the W&B key in the wandb connection, in offline mode): runs, leaderboard
+    run and report written, and no canary in the output, the metadata DB's XComs and rendered fields, or any
+    file under the Airflow and results homes (W&B offline run files included)."""
     shutil.copy(REPO / "dags" / "evaljobs_quickstart.py", airflow.dags)
     conf = {"checkpoint": str(model_dir), "limit": 3, "project": "dagtest", "wandb_mode": "offline"}
     home = tmp_path / "home"
-    connection = json.dumps({"conn_type": "wandb", "password": api_key})
     ok, output = airflow.dags_test(
-        "evaljobs_quickstart", conf=json.dumps(conf), EVALJOBS_HOME=str(home), AIRFLOW_CONN_WANDB_DEFAULT=connection
+        "evaljobs_quickstart", conf=json.dumps(conf), EVALJOBS_HOME=str(home), **secret_env(canaries)
     )
     assert ok, output[-5000:]
     rows = ResultsStore(home).rows("dagtest")
@@ -34,5 +35,7 @@ def test_dag_runs_a_job_end_to_end(airflow, model_dir, tmp_path, api_key):
     assert f"report: {home / 'reports' / 'dagtest' / 'index.html'}" in output
     assert len(list((home / "wandb").glob("offline-run-*-ev-*"))) == 3
     assert len(list((home / "wandb").glob("offline-run-*-leaderboard-*"))) == 1
-    assert api_key not in output
-    assert [p for p in home.rglob("*") if p.is_file() and api_key.encode() in p.read_bytes()] == []
+    stored = airflow.stored()
+    [summary] = [v for v in map(json.loads, stored["xcom"]) if isinstance(v, dict) and "scores" in v]
+    assert set(summary["scores"]) == {r.benchmark for r in rows} and stored["rendered_task_instance_fields"]
+    assert canary_hits(canaries, {"output": output, **stored}, tmp_path) == []

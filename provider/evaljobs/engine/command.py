@@ -12,6 +12,7 @@ from typing import Any
 
 from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.results import write_json
+from evaljobs.engine.serving import die_with_parent
 from evaljobs.engine.spec import JobSpec
 
 
@@ -36,12 +37,15 @@ def run_local(
 ) -> dict[str, Any]:
     """Run ``spec`` as a child ``evaljobs run`` process (its output goes to ours); return its summary.
 
-    ``secrets`` reach the child as environment only; ``started`` receives the process (to terminate it)."""
+    ``secrets`` reach the child as environment only; ``started`` receives the process (to terminate it). The
+    child gets SIGTERM when this process dies, even by SIGKILL, and then stops its vLLM server."""
     workdir = spec.destination.results_home / "jobs" / spec.job_id
     spec_file, summary_file = workdir / "spec.json", workdir / "summary.json"
     write_json(spec_file, spec.model_dump(mode="json"))
     summary_file.unlink(missing_ok=True)
-    process = subprocess.Popen(run_command(spec_file, summary_file), env={**os.environ, **(secrets or {})})
+    process = subprocess.Popen(
+        run_command(spec_file, summary_file), env={**os.environ, **(secrets or {})}, preexec_fn=die_with_parent
+    )
     if started:
         started(process)
     if process.wait() != 0:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,22 @@ def write(board: Leaderboard, results_home: Path) -> None:
 
     write_text(results_home / "leaderboards" / f"{slug(board.project)}.json", board.to_json() + "\n")
     write_text(results_home / "leaderboards" / f"{slug(board.project)}.csv", board.to_csv())
+
+
+@contextmanager
+def publishing(project: str, results_home: Path) -> Iterator[None]:
+    """Hold the project's publishing lock (an exclusive ``flock`` on ``<results home>/leaderboards/.<project>.lock``,
+    released when the holder ends, even by SIGKILL). Jobs that publish at once take turns: the last one reads
+    every row recorded before it, and one job at a time writes the files and the W&B leaderboard run."""
+    import fcntl
+
+    from evaljobs.engine.results import slug
+
+    folder = Path(results_home) / "leaderboards"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f".{slug(project)}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _cell(value: float | None, digits: int = 4) -> str:

@@ -109,8 +109,9 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when its parent dies, so a killed task leaves no orphan server."""
+def die_with_parent() -> None:
+    """In a child (``preexec_fn``): ask Linux to SIGTERM it when its parent dies, so a killed task leaves no
+    orphan job or server. The parent is the thread that started the child: it must outlive the child."""
     if sys.platform == "linux":
         import ctypes
 
@@ -183,7 +184,7 @@ def start(
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
-                preexec_fn=None if detach else _die_with_parent,
+                preexec_fn=None if detach else die_with_parent,
             )
         except OSError as exc:
             raise ServingError(
