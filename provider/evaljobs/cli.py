@@ -35,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     catalog = commands.add_parser("catalog", help="list the benchmarks")
+    catalog.add_argument("--category", help="only this category (knowledge, reasoning, math, ...)")
+    judge = catalog.add_mutually_exclusive_group()
+    judge.add_argument("--needs-judge", dest="judge", action="store_true", default=None, help="only judge-scored")
+    judge.add_argument("--no-judge", dest="judge", action="store_false", help="only those scored without a judge")
+    gated = catalog.add_mutually_exclusive_group()
+    gated.add_argument("--gated", dest="gated", action="store_true", default=None, help="only gated datasets")
+    gated.add_argument("--not-gated", dest="gated", action="store_false", help="only open datasets")
+    catalog.add_argument("--backend", choices=["lm_eval", "inspect"], help="only those this backend implements")
+    catalog.add_argument("--runnable", action="store_true", help="only what this installation can run")
     catalog.add_argument("--json", action="store_true", help="print JSON instead of a table")
     catalog.set_defaults(handler=_catalog)
 
@@ -51,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     package.add_argument("--results-home", type=Path, help="where offline runs go; default: $EVALJOBS_HOME")
     _wandb_args(package)
     package.set_defaults(handler=_package)
+
+    fetch = commands.add_parser("fetch-model", help="download a W&B model artifact and link a folder to its version")
+    fetch.add_argument("artifact", help="entity/project/name:alias")
+    fetch.add_argument("--link", type=Path, required=True, help="the folder to point at the downloaded version")
+    _wandb_args(fetch, mode=False)
+    fetch.set_defaults(handler=_fetch)
 
     serve = commands.add_parser("serve", help="serve a checkpoint with vLLM until interrupted")
     serve.add_argument("--checkpoint", required=True)
@@ -145,25 +160,49 @@ def _resource_args(parser: argparse.ArgumentParser) -> None:
 def _catalog(args: argparse.Namespace) -> None:
     from evaljobs.engine import catalog
 
+    if args.category and args.category not in catalog.CATEGORIES:
+        raise EvalJobsError(f"unknown category {args.category!r}; use one of {', '.join(catalog.CATEGORIES)}")
     rows = []
-    for name in catalog.names():
-        entry = catalog.entries()[name]
-        kind = "custom rows" if "custom" in entry else entry.get("task", name)
-        needs = ", ".join(k for k in ("judge", "gated") if entry.get(k))
-        rows.append(
-            {
-                "name": name,
-                "category": entry["category"],
-                "output": entry.get("output", "(from file)"),
-                "source": kind,
-                "needs": needs,
-            }
-        )
+    for name, entry in sorted(catalog.entries().items(), key=lambda item: (item[1]["category"], item[0])):
+        reason = catalog.unavailable(entry)
+        row = {
+            "name": name,
+            "category": entry["category"],
+            "backends": catalog.backends(entry),
+            "lm_eval": "custom rows" if "custom" in entry else entry.get("lm_eval"),
+            "inspect": entry.get("inspect"),
+            "output": entry.get("output", "(from file)" if "custom" in entry else "generate"),
+            "metric": entry.get("metric"),
+            "baseline": entry.get("baseline"),
+            "judge": entry.get("judge", False),
+            "gated": entry.get("gated", False),
+            "hosted_only": entry.get("hosted_only", False),
+            "runnable": reason is None,
+            "unavailable": reason,
+            "aliases": entry.get("aliases", []),
+            "description": entry["description"],
+        }
+        if (
+            (args.category in (None, row["category"]))
+            and (args.judge in (None, row["judge"]))
+            and (args.gated in (None, row["gated"]))
+            and (args.backend is None or args.backend in row["backends"])
+            and (row["runnable"] or not args.runnable)
+        ):
+            rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
+    print(f"{'name':34} {'category':22} {'backends':16} {'output':16} {'needs':20} description")
     for row in rows:
-        print(f"{row['name']:34} {row['category']:22} {row['output']:16} {row['source']:26} {row['needs']}")
+        needs = ", ".join(
+            [flag.replace("_", " ") for flag in ("judge", "gated", "hosted_only") if row[flag]]
+            + ([] if row["runnable"] else ["not runnable here"])
+        )
+        backends = "+".join(row["backends"])
+        print(f"{row['name']:34} {row['category']:22} {backends:16} {row['output']:16} {needs:20} {row['description']}")
+    counts = {category: sum(row["category"] == category for row in rows) for category in catalog.CATEGORIES}
+    print(f"\n{len(rows)} benchmarks: " + ", ".join(f"{c} {n}" for c, n in counts.items() if n))
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -175,6 +214,13 @@ def _prepare(args: argparse.Namespace) -> None:
         f"context {folder.max_position_embeddings}, chat template: {'yes' if folder.has_chat_template else 'no'}"
         " - vLLM can load it"
     )
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    from evaljobs.engine.preflight import fetch_artifact
+
+    folder = fetch_artifact(args.artifact, args.link, _target(args))
+    print(f"{args.artifact}: {folder.path} ({folder.weight_bytes / 1e6:.0f} MB of weights), linked as {args.link}")
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -72,14 +72,14 @@ def test_context_size_and_chat_template_limits(model_dir, tmp_path):
             "model": {"checkpoint": str(folder)},
             "benchmarks": ["gsm8k_local"],
             "settings": {"chat_template": True},
-            "resources": {"max_model_len": 16384},
+            "resources": {"max_model_len": 16384, "max_model_gb": 0.1},
         }
     )
     with pytest.raises(PreflightError) as info:
-        preflight.run(job, size_limit=10**8)
+        preflight.run(job)
     message = str(info.value)
     assert "resources.max_model_len 16384 exceeds the model's context (8192)" in message
-    assert "over the 0.1 GB limit" in message
+    assert "over the 0.1 GB limit (resources.max_model_gb)" in message
     assert "settings.chat_template is on but the checkpoint has no chat template" in message
     config = json.loads((folder / "config.json").read_text())
     assert config["max_position_embeddings"] == 8192

@@ -9,14 +9,18 @@ import sys
 from pathlib import Path
 
 
-def run_evaluation_container(manifest: dict, root: Path, secrets: dict[tuple[str, str], str]) -> tuple[dict, str]:
-    """Run ``manifest``'s main container; return the XCom JSON it wrote and its output."""
+def run_evaluation_container(
+    manifest: dict, root: Path, secrets: dict[tuple[str, str], str], filled: dict[str, Path] | None = None
+) -> tuple[dict, str]:
+    """Run ``manifest``'s main container; return the XCom JSON it wrote and its output. ``filled`` names
+    volumes an init container already filled (volume name -> that folder here)."""
     container = manifest["spec"]["containers"][0]
     volumes = {v["name"]: v for v in manifest["spec"]["volumes"]}
     mounts = {}
     for mount in container["volumeMounts"]:
         volume, path = volumes[mount["name"]], mount["mountPath"]
         local = Path(path) if "persistentVolumeClaim" in volume else root / path.lstrip("/")
+        local = (filled or {}).get(mount["name"], local)
         local.mkdir(parents=True, exist_ok=True)
         for item in volume.get("downwardAPI", {}).get("items", []):
             key = item["fieldRef"]["fieldPath"].split("'")[1]  # metadata.annotations['KEY']

@@ -2,16 +2,23 @@
 vLLM server and model: it writes the job summary where the XCom sidecar reads it."""
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
 
+from evaljobs.engine import tracking
+from evaljobs.engine.preflight import fetch_artifact
 from evaljobs.engine.results import ResultsStore
 from evaljobs.operators.evaluate import WandbEvalOperator
 from tests.kubernetes.kubelet import run_evaluation_container
-from tests.kubernetes.manifests import job_spec_of, pod_manifest
+from tests.kubernetes.manifests import containers, job_spec_of, pod_manifest
+from tests.wandb_records import read_run
 
 SETTINGS = {"limit": 2, "max_tokens": 48, "concurrency": 4}
 
@@ -91,3 +98,60 @@ def test_hosted_pod_command_gets_the_key_from_its_secret_reference(vllm_server, 
     summary, output = run_evaluation_container(manifest, tmp_path / "pod", secrets={("llm-keys", "team"): api_key})
     assert summary["model"] == "smollm2" and list(summary["scores"]) == ["gsm8k_local"]
     assert api_key not in json.dumps(summary) and api_key not in output
+
+
+def test_artifact_pod_records_the_fetched_version_and_serves_its_folder(model_dir, sidecar_port, tmp_path, monkeypatch):
+    models = tmp_path / "models"  # the pod's model volume (an emptyDir), at the same path here
+    cluster = {"model_mount_path": str(models), "vllm_port": sidecar_port, "secrets": {"WANDB_API_KEY": "wandb"}}
+    op = WandbEvalOperator(
+        task_id="evaluate",
+        checkpoint="team/models/smollm2:prod",
+        model="smollm2",
+        benchmarks="arc_challenge_local",
+        project="k8s",
+        settings=SETTINGS,
+        server_resources={"gpus": 1},
+        execution_mode="kubernetes",
+        kubernetes=cluster,
+    )
+    manifest = pod_manifest(op)
+    fetch = containers(manifest, "initContainers")["fetch-model"]
+    link = Path(fetch["command"][fetch["command"].index("--link") + 1])
+
+    # The fetch container's exact command: without a W&B server here, it gets as far as the download.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "AIRFLOW_"))}
+    out = subprocess.run([sys.executable, *fetch["command"][1:]], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "downloading it needs a W&B API key" in out.stderr, out.stderr[-2000:]
+
+    # What it does with a download: W&B's client replaced by the model's files, laid out as W&B versions them.
+    def download(ref, target, dest_root):
+        folder = dest_root / "team" / "models" / "smollm2" / "v3"
+        folder.mkdir(parents=True)
+        for file in model_dir.iterdir():
+            (folder / file.name).symlink_to(file)
+        return folder
+
+    monkeypatch.setattr(tracking, "download_model", download)
+    fetch_artifact("team/models/smollm2:prod", link, tracking.WandbTarget(api_key="k"))
+    assert link.resolve() == models / "team" / "models" / "smollm2" / "v3"
+
+    summary, output = run_evaluation_container(manifest, tmp_path / "pod", secrets={}, filled={"model": models})
+    home = tmp_path / "pod" / "var/lib/evaljobs"
+    assert summary["model"] == "smollm2:v3"  # the resolved version, not the moving alias
+    [row] = ResultsStore(home).rows("k8s")
+    assert (row.model, row.benchmark, row.n_samples) == ("smollm2:v3", "arc_challenge_local", 2)
+    [run] = [r for r in map(read_run, (home / "wandb").glob("offline-run-*")) if r.run["job_type"] == "evaluation"]
+    model = run.config["model"]
+    assert model["artifact"] == "team/models/smollm2:v3"  # the lineage (use_artifact is refused offline)
+    assert (model["checkpoint"], model["folder"]) == ("team/models/smollm2:prod", str(link))
+    assert model["name"] == "smollm2:v3"
+
+
+def test_a_folder_that_is_not_a_fetched_version_is_refused(tmp_path, model_dir):
+    from evaljobs.engine.errors import PreflightError
+    from evaljobs.engine.preflight import checkpoint_folder
+    from evaljobs.engine.spec import ModelSource
+
+    source = ModelSource(checkpoint="team/models/smollm2:prod", folder=str(model_dir))
+    with pytest.raises(PreflightError, match="is not a fetched version of team/models/smollm2:prod"):
+        checkpoint_folder(source)

@@ -87,6 +87,7 @@ def test_checkpoint_pod_serves_vllm_as_a_native_sidecar(gpus):
         "endpoint": "http://127.0.0.1:8000/v1",
         "model": "llama-8b",
     }
+    assert job_spec_of(manifest)["resources"]["max_model_gb"] == 86.0  # the pod's preflight: kubernetes.size_limit_gb
     assert volumes(manifest)["spec"]["downwardAPI"]["items"] == [
         {"path": "spec.json", "fieldRef": {"fieldPath": "metadata.annotations['evaljobs.io/spec']"}}
     ]
@@ -121,12 +122,19 @@ def test_artifact_is_fetched_by_an_init_container_before_vllm_starts():
     assert (fetch["name"], vllm["name"]) == ("fetch-model", "vllm")
     assert "restartPolicy" not in fetch  # a regular init container: runs to completion first
     assert fetch["command"] == [
-        "wandb", "artifact", "get", "--root", "/models/llama-8b-prod", "--type", "model", "team/models/llama-8b:prod"
+        "python3", "-m", "evaljobs.cli", "fetch-model", "team/models/llama-8b:prod", "--link", "/models/llama-8b-prod"
     ]  # fmt: skip
     assert env_of(fetch)["WANDB_API_KEY"] == {"secretKeyRef": {"name": "evaljobs-secrets", "key": "WANDB_API_KEY"}}
     assert volumes(manifest)["model"] == {"name": "model", "emptyDir": {}}
     assert vllm["command"][vllm["command"].index("--model") + 1] == "/models/llama-8b-prod"
-    assert job_spec_of(manifest)["model"]["checkpoint"] == "/models/llama-8b-prod"
+    # The pod's job keeps the reference (its row and lineage name the version) and serves the fetched folder.
+    assert job_spec_of(manifest)["model"] == {
+        "api": "chat",
+        "checkpoint": "team/models/llama-8b:prod",
+        "folder": "/models/llama-8b-prod",
+        "endpoint": "http://127.0.0.1:8000/v1",
+        "model": "team/models/llama-8b:prod",
+    }
     assert CANARY not in json.dumps(manifest)
 
 

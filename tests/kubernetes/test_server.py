@@ -1,6 +1,7 @@
-"""The shared vLLM server: a Deployment + Service valid for Kubernetes 1.33, awaited with a deadline, and
-deleted by the teardown even when one of the two is already gone. The Kubernetes API is the one part that
-cannot run here: a small in-memory stand-in records the calls."""
+"""The shared vLLM server: a Deployment + Service valid for Kubernetes 1.33, awaited with a deadline (here the
+blocking wait, ``deferrable=False``; the deferred one is in test_server_wait.py), and deleted by the teardown even
+when one of the two is already gone. The Kubernetes API is the one part that cannot run here: a small in-memory
+stand-in records the calls."""
 
 import json
 
@@ -116,10 +117,10 @@ def test_teardown_deletes_both_even_when_one_is_gone(monkeypatch):
     ]
 
 
-def test_setup_deletes_what_it_created_when_the_server_never_gets_ready(monkeypatch):
+def test_blocking_setup_deletes_what_it_created_when_the_server_never_gets_ready(monkeypatch):
     api = FakeApi()
     monkeypatch.setattr("evaljobs.operators.serve._clients", lambda conn_id: (api, api))
-    op = serve(checkpoint="/models/m", kubernetes=CLUSTER | {"startup_timeout": 30})
+    op = serve(checkpoint="/models/m", kubernetes=CLUSTER | {"startup_timeout": 30}, deferrable=False)
     monkeypatch.setattr(cluster, "wait_ready", lambda *a: (_ for _ in ()).throw(cluster.ServerNotReadyError("late")))
     with pytest.raises(cluster.ServerNotReadyError):
         op.execute(CONTEXT)
@@ -131,13 +132,13 @@ def test_setup_deletes_what_it_created_when_the_server_never_gets_ready(monkeypa
     ]
 
 
-def test_setup_pushes_the_in_cluster_url_that_evaluation_pods_use(monkeypatch):
+def test_blocking_setup_pushes_the_in_cluster_url_that_evaluation_pods_use(monkeypatch):
     from evaljobs.operators.evaluate import WandbEvalOperator
     from tests.kubernetes.manifests import job_spec_of, pod_manifest
 
     api = FakeApi(ready_after=0)
     monkeypatch.setattr("evaljobs.operators.serve._clients", lambda conn_id: (api, api))
-    xcom = serve(checkpoint="/models/llama-8b").execute(CONTEXT)
+    xcom = serve(checkpoint="/models/llama-8b", deferrable=False).execute(CONTEXT)
     name = cluster.server_name("evals", "manual__1", "serve")
     assert xcom == {
         "base_url": f"http://{name}.evals.svc.cluster.local:8000/v1",

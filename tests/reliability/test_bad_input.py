@@ -86,9 +86,10 @@ def test_missing_secret_and_oversize_model_fail_before_any_server(model_dir):
     no_key = JobSpec.parse(job(model={"base_url": "http://127.0.0.1:9", "model": "m", "api_key_secret": "K"}))
     with pytest.raises(PreflightError, match="secret K .model.api_key_secret. is not set; add it as a team secret"):
         preflight.run(no_key, secrets={})
-    big = JobSpec.parse(job(model={"checkpoint": str(model_dir)}, benchmarks=["gsm8k_local"]))
-    with pytest.raises(PreflightError, match="over the 1e-06 GB limit; lower resources.max_model_len"):
-        preflight.run(big, size_limit=1000)
+    small_limit = {"max_model_gb": 1e-06}
+    big = JobSpec.parse(job(model={"checkpoint": str(model_dir)}, benchmarks=["gsm8k_local"], resources=small_limit))
+    with pytest.raises(PreflightError, match=r"over the 1e-06 GB limit \(resources.max_model_gb\); lower resources"):
+        preflight.run(big)
 
 
 ARC = {"name": "arc", "type": "multiple_choice", "data": "rows.jsonl", "prompt": "{{query}}", "choices": "choices"}

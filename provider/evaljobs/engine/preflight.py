@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from evaljobs.engine.spec import JobSpec, ModelSource
 if TYPE_CHECKING:
     from evaljobs.engine.tracking import WandbTarget
 
-MODEL_SIZE_LIMIT_BYTES = 86 * 10**9  # weights + KV cache at the max context, as the reference product allows
 
 
 @dataclass
@@ -43,7 +43,6 @@ def run(
     spec: JobSpec,
     secrets: Mapping[str, str] | None = None,
     wandb: WandbTarget | None = None,
-    size_limit: int = MODEL_SIZE_LIMIT_BYTES,
 ) -> Checked:
     """Check benchmarks, the model and secrets. ``secrets`` defaults to the process environment; ``wandb``
     gives access to W&B artifact checkpoints."""
@@ -51,7 +50,7 @@ def run(
     benchmarks = load_benchmarks(spec.benchmarks)
     if spec.model.hosted:
         return Checked(benchmarks, api_key=_check_hosted(spec, benchmarks, secrets))
-    folder = _check_checkpoint(spec, size_limit, wandb)
+    folder = _check_checkpoint(spec, wandb)
     artifact = None
     if spec.model.is_artifact:
         entity_project = spec.model.checkpoint.rsplit("/", 1)[0]
@@ -78,7 +77,10 @@ def checkpoint_folder(
     model: ModelSource, wandb: WandbTarget | None = None, results_home: Path | None = None
 ) -> ModelFolder:
     """The checked local folder of ``model.checkpoint``: a folder, a Hugging Face repo fetched into the HF
-    cache, or a W&B artifact downloaded under ``<results home>/artifacts`` (once per version)."""
+    cache, or a W&B artifact downloaded under ``<results home>/artifacts`` (once per version) or already fetched
+    into ``model.folder``."""
+    if model.is_artifact and model.folder:
+        return check_folder(fetched_version(model))
     if model.is_artifact:
         from evaljobs.engine.spec import default_results_home
         from evaljobs.engine.tracking import WandbTarget, download_model
@@ -88,7 +90,35 @@ def checkpoint_folder(
     return check_folder(fetch_hf_repo(model.checkpoint) if model.checkpoint_kind == "hf_repo" else model.checkpoint)
 
 
-def _check_checkpoint(spec: JobSpec, size_limit: int, wandb: WandbTarget | None) -> ModelFolder:
+def fetch_artifact(ref: str, link: Path, wandb: WandbTarget) -> ModelFolder:
+    """Download model artifact ``ref`` beside ``link`` as local mode lays downloads out
+    (``entity/project/name/version``), check it, and point ``link`` at it: a job given ``model.folder=link``
+    serves it and records that version without asking W&B again (the fetch-model init container of pods)."""
+    from evaljobs.engine.spec import ARTIFACT_REF
+    from evaljobs.engine.tracking import download_model
+
+    if not ARTIFACT_REF.match(ref):
+        raise PreflightError(f"{ref!r} is not a W&B artifact; give entity/project/name:alias")
+    link = Path(link)
+    folder = check_folder(download_model(ref, wandb, link.parent))
+    link.unlink(missing_ok=True)
+    link.symlink_to(folder.path.relative_to(link.parent), target_is_directory=True)
+    return folder
+
+
+def fetched_version(model: ModelSource) -> Path:
+    """The version folder that ``model.folder`` links to, checked to be a download of ``model.checkpoint``."""
+    path = Path(model.folder).expanduser().resolve()
+    entity, project, name = model.checkpoint.split(":")[0].split("/")
+    if not path.is_dir() or path.parts[-4:-1] != (entity, project, name) or not re.fullmatch(r"v\d+", path.name):
+        raise PreflightError(
+            f"model.folder {model.folder} is not a fetched version of {model.checkpoint} (it resolves to {path}); "
+            f"fetch it with `evaljobs fetch-model {model.checkpoint} --link {model.folder}`, or leave folder out"
+        )
+    return path
+
+
+def _check_checkpoint(spec: JobSpec, wandb: WandbTarget | None) -> ModelFolder:
     model, resources = spec.model, spec.resources
     folder = checkpoint_folder(model, wandb, spec.destination.results_home)
     problems = []
@@ -98,11 +128,11 @@ def _check_checkpoint(spec: JobSpec, size_limit: int, wandb: WandbTarget | None)
             f"({folder.max_position_embeddings}); lower it"
         )
     total = folder.weight_bytes + folder.kv_cache_bytes(resources.max_model_len)
-    if total > size_limit:
+    if total > resources.max_model_gb * 1e9:
         problems.append(
             f"the model needs {total / 1e9:.1f} GB (weights + KV cache at {resources.max_model_len} "
-            f"tokens), over the {size_limit / 1e9:g} GB limit; lower resources.max_model_len or "
-            "use a smaller or quantized checkpoint"
+            f"tokens), over the {resources.max_model_gb:g} GB limit (resources.max_model_gb); lower "
+            "resources.max_model_len, use a smaller or quantized checkpoint, or raise the limit"
         )
     if spec.settings.chat_template and not folder.has_chat_template:
         problems.append(

@@ -96,6 +96,9 @@ class ModelSource(_Strict):
     checkpoint: str | None = Field(None, description="model folder, or W&B artifact entity/project/name:alias")
     base_url: str | None = Field(None, description="hosted OpenAI-compatible endpoint, e.g. https://host/v1")
     endpoint: str | None = Field(None, description="a vLLM server already serving the checkpoint (its URL)")
+    folder: str | None = Field(
+        None, description="artifact checkpoint: where `evaljobs fetch-model` already put it (pods); not fetched again"
+    )
     model: str | None = Field(None, description="hosted: the model name; checkpoint: the name to serve it under")
     api_key_secret: str | None = Field(None, description="name of the secret holding the hosted API key")
     api: Literal["chat", "completions"] = "chat"
@@ -112,6 +115,11 @@ class ModelSource(_Strict):
     @classmethod
     def _checkpoint(cls, value: str | None) -> str | None:
         return plain_text(value, "a checkpoint (folder path or artifact/repo name)")
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        return plain_text(value, "a folder path")
 
     @field_validator("model")
     @classmethod
@@ -143,6 +151,11 @@ class ModelSource(_Strict):
             raise ValueError("a hosted endpoint needs model: the model name the endpoint serves")
         if self.endpoint and not self.checkpoint:
             raise ValueError("endpoint (an already-running server) needs checkpoint: the folder it serves")
+        if self.folder and not self.is_artifact:
+            raise ValueError(
+                "folder (a fetched artifact) needs checkpoint to be the W&B artifact it was fetched from "
+                "(entity/project/name:alias); for a plain folder give it as checkpoint"
+            )
         return self
 
     @property
@@ -217,6 +230,9 @@ class Resources(_Strict):
     max_model_len: int = Field(2048, ge=256, le=1_048_576)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     startup_timeout: float = Field(900.0, gt=0, le=7200, description="seconds to wait for /health")
+    max_model_gb: float = Field(
+        86.0, gt=0, le=100_000, description="refuse a checkpoint needing more (GB: weights + KV cache at max_model_len)"
+    )
     enforce_eager: bool | None = Field(
         None,
         description="skip torch.compile / CUDA graphs; None = on CPU only "

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowException
 
+from evaljobs.kubernetes.vllm import POD_PYTHON
+
 if TYPE_CHECKING:
     from kubernetes.client import V1EnvVar
 
@@ -33,8 +35,9 @@ class ModelPlacement:
 
 
 def place_model(model: ModelSource, settings: KubernetesSettings, wandb_env: list[V1EnvVar]) -> ModelPlacement:
-    """Mount the model PVC read-only (a folder checkpoint), or download the W&B artifact into an emptyDir
-    with ``wandb artifact get`` (``wandb_env`` carries the key as a secret reference and the host)."""
+    """Mount the model PVC read-only (a folder checkpoint), or download the W&B artifact into an emptyDir with
+    ``evaljobs fetch-model``, which links ``path`` to the version it got (``wandb_env`` carries the key as a
+    secret reference and the host); the pod's preflight records that version."""
     from kubernetes.client import (
         V1Container,
         V1EmptyDirVolumeSource,
@@ -51,7 +54,7 @@ def place_model(model: ModelSource, settings: KubernetesSettings, wandb_env: lis
         fetch = V1Container(
             name="fetch-model",
             image=settings.image,
-            command=["wandb", "artifact", "get", "--root", path, "--type", "model", model.checkpoint],
+            command=[POD_PYTHON, "-m", "evaljobs.cli", "fetch-model", model.checkpoint, "--link", path],
             env=wandb_env,
             volume_mounts=[mount],
         )

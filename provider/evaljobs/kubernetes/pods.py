@@ -79,8 +79,10 @@ def evaluation_pod(
         gpu_volumes.append(shm_volume(resources, settings))
 
     pod_spec = spec.model_dump(mode="json", exclude_none=True, exclude={"destination": {"results_home"}})
-    if placement.path:
-        pod_spec["model"] |= {"checkpoint": placement.path, "endpoint": endpoint, "model": model.display_name}
+    pod_spec["resources"]["max_model_gb"] = settings.size_limit_gb  # the pod's own preflight applies the same limit
+    if placement.path:  # an artifact stays the checkpoint (its version is recorded), served from its folder
+        where = {"folder": placement.path} if model.is_artifact else {"checkpoint": placement.path}
+        pod_spec["model"] |= where | {"endpoint": endpoint, "model": model.display_name}
     mounts = [
         V1VolumeMount(name="spec", mount_path=SPEC_DIR, read_only=True),
         V1VolumeMount(name="results", mount_path=RESULTS_DIR),

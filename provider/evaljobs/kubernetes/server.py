@@ -24,7 +24,7 @@ SERVER_LABEL = "evaljobs.io/server"
 
 
 class ServerNotReadyError(AirflowException):
-    """The shared server did not become ready in time (its objects are deleted by the teardown)."""
+    """The shared server did not become ready in time; its Deployment and Service are deleted."""
 
 
 @dataclass
@@ -128,20 +128,26 @@ def create(server: SharedServer, apps: Any, core: Any) -> None:
 def wait_ready(
     server: SharedServer, apps: Any, timeout: float, poll: float = 10.0, sleep: Callable[[float], None] = time.sleep
 ) -> None:
-    """Return once the Deployment has a ready replica (vLLM answers /health); raise after ``timeout`` seconds."""
+    """Return once the Deployment has a ready replica (vLLM answers /health); raise after ``timeout`` seconds.
+    This blocks the worker: the deferrable wait is :class:`~evaljobs.triggers.server.VLLMServerTrigger`."""
     deadline = time.monotonic() + timeout
     while True:
         status = apps.read_namespaced_deployment_status(server.name, server.namespace).status
         if (status.ready_replicas or 0) >= 1:
             return
         if time.monotonic() >= deadline:
-            raise ServerNotReadyError(
-                f"vLLM deployment {server.namespace}/{server.name} was not ready within {timeout:.0f} s "
-                "(kubernetes.startup_timeout + server_resources.startup_timeout); check `kubectl describe "
-                f"deployment -n {server.namespace} {server.name}` for scheduling (GPUs, node selector, "
-                "tolerations), and its logs for model compatibility and memory"
-            )
+            raise ServerNotReadyError(not_ready_message(server.name, server.namespace, timeout))
         sleep(poll)
+
+
+def not_ready_message(name: str, namespace: str, timeout: float) -> str:
+    """What to check when the server was not ready in time."""
+    return (
+        f"vLLM deployment {namespace}/{name} was not ready within {timeout:.0f} s "
+        "(kubernetes.startup_timeout + server_resources.startup_timeout); check `kubectl describe "
+        f"deployment -n {namespace} {name}` for scheduling (GPUs, node selector, "
+        "tolerations), and its logs for model compatibility and memory"
+    )
 
 
 def delete(name: str, namespace: str, apps: Any, core: Any) -> list[str]:

@@ -149,6 +149,7 @@ class WandbEvalOperator(BaseOperator):
             spec = JobSpec.parse(self.job_spec(context))
             if self.kubernetes:
                 self._pod = self.pod_operator(spec)
+                self.check_secrets(self._pod)
                 return self._pod.execute(context)
             secrets = TeamSecretsHook().as_env([self.api_key_secret]) if self.api_key_secret else {}
             if spec.destination.wandb != "disabled":
@@ -168,6 +169,14 @@ class WandbEvalOperator(BaseOperator):
             plain, wandb_secrets = wandb_env(WandbHook(self.wandb_conn_id).target(spec.destination.wandb))
             names += wandb_secrets
         return evaluation_pod(spec, self.kubernetes, task_id=self.task_id, plain_env=plain, secret_names=names)
+
+    def check_secrets(self, pod: Any) -> None:
+        """Refuse before submission when a Kubernetes Secret (or key) that ``pod`` references is missing, read
+        with the pod operator's own client (key names only)."""
+        from evaljobs.kubernetes.secrets import check_secrets, secret_refs
+
+        if refs := secret_refs(pod.env_vars, pod.init_containers):
+            check_secrets(refs, self.kubernetes.namespace, pod.client)
 
     def _started(self, process: Any) -> None:
         self._process = process

@@ -44,6 +44,9 @@ class VLLMServeOperator(BaseOperator):
     :param execution_mode: ``local`` (a process on the worker) or ``kubernetes`` (a one-replica vLLM Deployment
         and its Service; the XCom's ``base_url`` is the in-cluster URL and evaluation pods need no GPU)
     :param kubernetes: :class:`~evaljobs.kubernetes.settings.KubernetesSettings` fields, for ``kubernetes`` mode
+    :param deferrable: in ``kubernetes`` mode, wait for the server in the triggerer
+        (:class:`~evaljobs.triggers.server.VLLMServerTrigger`) instead of holding a worker slot
+    :param poll_interval: seconds between readiness checks in ``kubernetes`` mode
     """
 
     template_fields: Sequence[str] = ("checkpoint", "served_name", "log_dir")
@@ -58,12 +61,17 @@ class VLLMServeOperator(BaseOperator):
         wandb_conn_id: str = "wandb_default",
         execution_mode: str = "local",
         kubernetes: dict[str, Any] | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         from evaljobs.engine.spec import Resources, validated
 
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be a positive number of seconds (got {poll_interval!r})")
         self.kubernetes = cluster_settings(execution_mode, kubernetes)
+        self.deferrable, self.poll_interval = deferrable, poll_interval
         self.server_resources = validated(Resources, server_resources or {})
         self.checkpoint, self.served_name, self.log_dir = checkpoint, served_name, log_dir
         self.execution_mode, self.wandb_conn_id = execution_mode, wandb_conn_id
@@ -121,23 +129,67 @@ class VLLMServeOperator(BaseOperator):
         return shared_server(name, source, served, self.server_resources, self.kubernetes, fetch_env)
 
     def _serve_on_cluster(self, context: Any) -> dict[str, Any]:
-        from evaljobs.engine.errors import EvalJobsError
-        from evaljobs.engine.spec import ModelSource
-        from evaljobs.kubernetes import server as cluster
+        import time
 
+        from evaljobs.kubernetes import server as cluster
+        from evaljobs.kubernetes.secrets import check_secrets, secret_refs
+        from evaljobs.triggers.server import VLLMServerTrigger
+
+        server = self._checked_server(context)
+        conn_id, timeout = self.kubernetes.kubernetes_conn_id, self._timeout
+        apps, core = _clients(conn_id)
+        if refs := secret_refs(server.deployment):
+            check_secrets(refs, server.namespace, core)
         try:
-            server = self.shared_server(context)
-        except EvalJobsError as exc:
-            raise AirflowException(str(exc)) from None
-        apps, core = _clients(self.kubernetes.kubernetes_conn_id)
-        cluster.create(server, apps, core)
-        self.log.info("created vLLM deployment and service %s/%s", server.namespace, server.name)
-        timeout = self.kubernetes.startup_timeout + self.server_resources.startup_timeout
-        try:
-            cluster.wait_ready(server, apps, timeout)
+            cluster.create(server, apps, core)
+            self.log.info("created vLLM deployment and service %s/%s", server.namespace, server.name)
+            if not self.deferrable:
+                cluster.wait_ready(server, apps, timeout, self.poll_interval)
         except BaseException:
             cluster.delete(server.name, server.namespace, apps, core)
             raise
+        if not self.deferrable:
+            return self._xcom(server)
+        trigger = VLLMServerTrigger(
+            server.name, server.namespace, server.base_url, time.time() + timeout, conn_id, self.poll_interval
+        )
+        self.log.info("waiting up to %.0f s for %s in the triggerer", timeout, server.base_url)
+        self.defer(trigger=trigger, method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Push the server's XCom once the trigger saw it ready; otherwise delete its Deployment and Service
+        and raise :class:`~evaljobs.kubernetes.server.ServerNotReadyError`."""
+        from evaljobs.kubernetes import server as cluster
+
+        server = self._checked_server(context)  # rebuilt: the same names as before deferring
+        if event.get("status") == "success":
+            self.log.info("vLLM is ready at %s", event["base_url"])
+            return self._xcom(server)
+        name, namespace = server.name, server.namespace
+        problems = cluster.delete(name, namespace, *_clients(self.kubernetes.kubernetes_conn_id))
+        if event.get("status") == "timeout":
+            message = f"{cluster.not_ready_message(name, namespace, self._timeout)} ({event['message']})"
+        else:
+            message = f"vLLM deployment {namespace}/{name} could not be awaited: {event.get('message')}"
+        if problems:
+            raise cluster.ServerNotReadyError(f"{message}; deleting it failed: {'; '.join(problems)}")
+        raise cluster.ServerNotReadyError(f"{message}; its deployment and service are deleted")
+
+    @property
+    def _timeout(self) -> float:
+        return self.kubernetes.startup_timeout + self.server_resources.startup_timeout
+
+    def _checked_server(self, context: Any) -> Any:
+        from evaljobs.engine.errors import EvalJobsError
+
+        try:
+            return self.shared_server(context)
+        except EvalJobsError as exc:
+            raise AirflowException(str(exc)) from None
+
+    def _xcom(self, server: Any) -> dict[str, Any]:
+        from evaljobs.engine.spec import ModelSource
+
         return {
             "base_url": server.base_url,
             "model": server.model,
