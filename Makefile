@@ -45,8 +45,7 @@ test: setup /usr/bin/chromium /usr/bin/chromedriver
 	cd $(CURDIR) && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/python bench/harness_vs_lm_eval.py
-	$(VENV)/bin/python bench/leaderboard_and_report.py
+	$(VENV)/bin/python bench/run_all.py
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed $(MODEL_DIR)/config.json
 

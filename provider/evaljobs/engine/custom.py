@@ -112,6 +112,9 @@ class CustomBenchmarkFile(BaseModel):
     max_tokens: int = Field(256, ge=1, le=65_536)
     fewshot_data: str | None = Field(None, max_length=4096)
     num_fewshot: int = Field(0, ge=0, le=64)
+    # first_n: every question gets the same first rows of fewshot_data (lm-eval's MMLU): one shared prompt
+    # prefix, which vLLM's prefix cache reuses; random: lm-eval's default, a seeded draw per question.
+    fewshot_order: Literal["first_n", "random"] = "random"
     description: str = Field("", max_length=100_000)
     metric: Literal["acc", "acc_norm", "exact_match"] | None = None
     baseline: float | None = Field(None, ge=0.0, lt=1.0)
@@ -178,6 +181,8 @@ class CustomBenchmark:
         if self.fewshot:
             files["train"] = str(self.fewshot)
             config["fewshot_split"] = "train"
+            if spec.fewshot_order == "first_n":
+                config["fewshot_config"] = {"sampler": "first_n"}
         config["dataset_kwargs"] = {"data_files": files}
         if spec.type == "multiple_choice":
             config |= {

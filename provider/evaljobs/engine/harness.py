@@ -6,13 +6,20 @@ preflight refuses the rest). Requests are sent ``settings.concurrency`` at a tim
 :mod:`evaljobs.engine.retrying` (``Retry-After``, jittered backoff, a deadline; counted per benchmark), and
 cached per model in lm-eval's SQLite request cache, written as each answer arrives: re-running a finished
 benchmark sends no request, and an interrupted one resumes where it stopped.
+
+The benchmarks of a job are evaluated together, in one lm-eval call: lm-eval gathers the requests of every
+task by type, so they share the endpoint's concurrency instead of waiting for each other (measured in
+``bench/overhead.py``). Two lm-eval costs that buy a job nothing are avoided: indexing its ~14,000 task
+YAML files (~10 s here) when every benchmark is a compiled custom task, and ``torch``'s ``collect_env``
+(~1 s a call, it runs ``pip list``); the job records its own hardware and versions.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,7 @@ class BenchmarkRun:
     harness: dict[str, Any]
     subscores: dict[str, float] = field(default_factory=dict)
     retries: dict[str, int] = field(default_factory=dict)
+    together: list[str] = field(default_factory=list)  # the benchmarks evaluated in the same call
 
     @property
     def score(self) -> float:
@@ -110,54 +118,107 @@ def task_for(benchmark: Benchmark, settings: Settings) -> str | dict[str, Any]:
 
 
 class Harness:
-    """One lm-eval model object and task index, reused for every benchmark of a job."""
+    """One lm-eval model object, reused for every benchmark of a job."""
 
     def __init__(
         self, endpoint: Endpoint, settings: Settings, cache_dir: Path, alive: Callable[[], bool] | None = None
     ):
         """``alive``: whether the server we started still runs (requests to a dead one are not retried)."""
-        from lm_eval.tasks import TaskManager
-
         from evaljobs.engine.retrying import RetryPolicy, api_model
 
         self.settings = settings
         self.chat = endpoint.api == "chat"
         self.lm = api_model(endpoint.api).create_from_arg_obj(model_args(endpoint, settings), {})
         self.lm.policy = RetryPolicy(self.lm.base_url, settings.max_retries, settings.retry_deadline, alive=alive)
-        self.task_manager = TaskManager()
+        self._task_managers: dict[bool, Any] = {}
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.cache = str(cache_dir / "requests")
 
     def run(self, benchmark: Benchmark) -> BenchmarkRun:
         """Evaluate one benchmark; lm-eval's errors become a :class:`HarnessError` naming the benchmark."""
+        return self._evaluate([benchmark])[0]
+
+    def evaluate(self, benchmarks: list[Benchmark]) -> Iterator[list[BenchmarkRun | HarnessError]]:
+        """Evaluate ``benchmarks``, yielding outcomes as they are known: all of them from one call, or, when
+        that call fails, each benchmark alone (their answers so far come from the cache), so one broken
+        benchmark does not fail the others."""
+        if len(benchmarks) > 1:
+            try:
+                yield self._evaluate(benchmarks)
+                return
+            except HarnessError:
+                pass
+        for benchmark in benchmarks:
+            try:
+                yield self._evaluate([benchmark])
+            except HarnessError as exc:
+                yield [exc]
+
+    def task_manager(self, benchmarks: list[Benchmark]) -> Any:
+        """lm-eval's task index: its built-in tasks only when a benchmark names one."""
+        from lm_eval.tasks import TaskManager
+
+        registry = any(isinstance(b.task_config(), str) for b in benchmarks)
+        if registry not in self._task_managers:
+            self._task_managers[registry] = TaskManager(include_defaults=registry)
+        return self._task_managers[registry]
+
+    def _evaluate(self, benchmarks: list[Benchmark]) -> list[BenchmarkRun]:
         import lm_eval
 
         settings = self.settings
+        names = ", ".join(b.name for b in benchmarks)
         started = time.monotonic()
         self.lm.policy.retries.clear()
         try:
-            out = lm_eval.simple_evaluate(
-                model=self.lm,
-                tasks=[task_for(benchmark, settings)],
-                limit=settings.limit or None,
-                log_samples=True,
-                use_cache=self.cache,
-                # A chat endpoint applies the model's template itself; lm-eval must send messages to it.
-                apply_chat_template=settings.chat_template or self.chat,
-                system_instruction=settings.system_prompt,
-                gen_kwargs=generation_kwargs(settings),
-                random_seed=settings.seed,
-                numpy_random_seed=settings.seed,
-                torch_random_seed=settings.seed,
-                fewshot_random_seed=settings.seed,
-                bootstrap_iters=1000,
-                task_manager=self.task_manager,
-            )
+            with _own_env_info():
+                out = lm_eval.simple_evaluate(
+                    model=self.lm,
+                    tasks=[task_for(b, settings) for b in benchmarks],
+                    limit=settings.limit or None,
+                    log_samples=True,
+                    use_cache=self.cache,
+                    # A chat endpoint applies the model's template itself; lm-eval must send messages to it.
+                    apply_chat_template=settings.chat_template or self.chat,
+                    system_instruction=settings.system_prompt,
+                    gen_kwargs=generation_kwargs(settings),
+                    random_seed=settings.seed,
+                    numpy_random_seed=settings.seed,
+                    torch_random_seed=settings.seed,
+                    fewshot_random_seed=settings.seed,
+                    bootstrap_iters=1000,
+                    task_manager=self.task_manager(benchmarks),
+                )
+            seconds = time.monotonic() - started
+            runs = [_collect(b, out, seconds) for b in benchmarks]
+        except HarnessError:
+            raise
         except Exception as exc:
-            raise HarnessError(f"benchmark {benchmark.name} failed: {type(exc).__name__}: {exc}") from exc
-        run = _collect(benchmark, out, time.monotonic() - started)
-        run.retries = self.lm.policy.counts()
-        return run
+            label = "benchmark" if len(benchmarks) == 1 else "benchmarks"
+            raise HarnessError(f"{label} {names} failed: {type(exc).__name__}: {exc}") from exc
+        retries = self.lm.policy.counts()
+        for run in runs:
+            run.retries, run.together = retries, [b.name for b in benchmarks]
+        return runs
+
+
+@contextmanager
+def _own_env_info() -> Iterator[None]:
+    """lm-eval's ``add_env_info`` without ``torch.utils.collect_env`` (~1 s a call: it runs ``pip list``)."""
+    from importlib.metadata import version
+
+    import lm_eval.evaluator
+
+    def add_env_info(storage: dict[str, Any]) -> None:
+        storage["lm_eval_version"] = version("lm_eval")
+        storage["pretty_env_info"] = "not collected (see the job's hardware and versions)"
+
+    original = lm_eval.evaluator.add_env_info
+    lm_eval.evaluator.add_env_info = add_env_info
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.add_env_info = original
 
 
 def _collect(benchmark: Benchmark, out: dict[str, Any], seconds: float) -> BenchmarkRun:

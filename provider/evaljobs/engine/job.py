@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -65,6 +66,9 @@ def wandb_target(spec: JobSpec, secrets: Mapping[str, str] | None) -> tracking.W
 
 def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callable[[str], None] = print) -> JobResult:
     """Run ``spec`` end to end. Every finished benchmark is recorded at once, so a failure keeps them."""
+    if not spec.model.hosted:
+        # The harness's imports (~4 s: lm-eval, transformers, torch) during preflight and vLLM's start-up.
+        threading.Thread(target=_import_harness, name="evaljobs-imports", daemon=True).start()
     target = wandb_target(spec, secrets)
     checked = preflight.run(spec, secrets, target)
     home, project = spec.destination.results_home, spec.destination.project
@@ -80,36 +84,44 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
             "server": {"args": server.process.args[3:]} if server else None,
             "hardware": hardware(spec),
         }
+        total = len(checked.benchmarks)
         for number, benchmark in enumerate(checked.benchmarks, 1):
-            log(
-                f"[{number}/{len(checked.benchmarks)}] {benchmark.name} ({benchmark.output}, metric {benchmark.metric})"
-            )
-            before = server_counters(endpoint) if ours else None
-            try:
-                run = harness.run(benchmark)
-            except HarnessError as exc:
+            log(f"[{number}/{total}] {benchmark.name} ({benchmark.output}, metric {benchmark.metric})")
+        if total > 1:
+            log(f"evaluating the {total} benchmarks together: their requests share the server")
+        before = _counters(endpoint) if ours else None
+        for outcomes in harness.evaluate(checked.benchmarks):
+            after = _counters(endpoint) if ours else None
+            counted = _delta(after, before) if after and before else {}
+            before = after
+            finished = [o for o in outcomes if not isinstance(o, HarnessError)]
+            for error in (o for o in outcomes if isinstance(o, HarnessError)):
                 if server and not server.alive():
-                    exc = HarnessError(f"{exc}\nvLLM died; last lines of {server.log_path}:\n{server.log_tail()}")
-                failures.append(str(exc))
-                log(f"    FAILED: {exc}")
-                continue
-            counted = _delta(server_counters(endpoint), before) if ours else {}
-            row = _record(store, spec, checked, run, counted, context)
-            rows.append(row)
-            log(
-                f"    {benchmark.metric} = {run.score:.4f} on {run.n_samples} examples in {run.seconds:.1f} s"
-                + (f", {counted['requests']} requests answered by the server" if counted else "")
-            )
-            if target.mode != "disabled":
-                try:
-                    runs[benchmark.name] = tracked = tracking.log_evaluation(
-                        Path(row.bundle), home, target, model_artifact=checked.artifact
-                    )
-                except Exception as exc:  # W&B down or refusing: the local result stays, a retry logs it again
-                    failures.append(f"benchmark {benchmark.name}: logging to W&B failed: {type(exc).__name__}: {exc}")
-                    log(f"    W&B logging FAILED: {exc}")
-                else:
-                    log(f"    W&B run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
+                    error = HarnessError(f"{error}\nvLLM died; last lines of {server.log_path}:\n{server.log_tail()}")
+                failures.append(str(error))
+                log(f"    FAILED: {error}")
+            for run in finished:
+                row = _record(store, spec, checked, run, counted, context)
+                rows.append(row)
+                log(f"    {run.benchmark.name}: {run.benchmark.metric} = {run.score:.4f} on {run.n_samples} examples")
+                if target.mode != "disabled":
+                    try:
+                        runs[run.benchmark.name] = tracked = tracking.log_evaluation(
+                            Path(row.bundle), home, target, model_artifact=checked.artifact
+                        )
+                    except Exception as exc:  # W&B down or refusing: the local result stays, a retry logs again
+                        failures.append(
+                            f"benchmark {run.benchmark.name}: logging to W&B failed: {type(exc).__name__}: {exc}"
+                        )
+                        log(f"    W&B logging FAILED: {exc}")
+                    else:
+                        log(f"    W&B run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
+            if finished:
+                names = " + ".join(r.benchmark.name for r in finished)
+                log(
+                    f"    {names}: on {sum(r.n_samples for r in finished)} examples in {finished[0].seconds:.1f} s"
+                    + (f", {counted['requests']} requests answered by the server" if counted else "")
+                )
     if rows:
         board, report_path = publish(project, home, target, log, write=spec.destination.publish_leaderboard)
     else:
@@ -132,20 +144,26 @@ def publish(
     write: bool = True,
 ) -> tuple[leaderboard.Leaderboard, Path | None]:
     """The project's leaderboard (local results, plus the W&B project's runs when online); with ``write``,
-    also saved as JSON/CSV, logged to the project's leaderboard run and rendered as the HTML report."""
+    also saved as JSON/CSV, logged to the project's leaderboard run and rendered as the HTML report, under the
+    project's publishing lock (jobs that finish at once take turns, so the last one publishes every row)."""
+    from contextlib import nullcontext
+
     from evaljobs.engine import report
 
-    rows = ResultsStore(results_home).rows(project)
-    if target.mode != "disabled" and not target.offline:
-        rows = merge_rows(tracking.fetch_rows(project, target), rows)
-    board = leaderboard.build(project, rows)
-    if not write:
-        return board, None
-    leaderboard.write(board, results_home)
-    if target.mode != "disabled":
-        tracked = tracking.log_leaderboard(board.as_dict(), results_home, target)
-        log(f"leaderboard run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
-    path = report.write_report(project, results_home, results_home / "reports" / slug(project), rows=rows)
+    with leaderboard.publishing(project, results_home) if write else nullcontext():
+        rows = ResultsStore(results_home).rows(project)
+        if target.mode != "disabled" and not target.offline:
+            rows = merge_rows(tracking.fetch_rows(project, target), rows)
+        board = leaderboard.build(project, rows)
+        if not write:
+            return board, None
+        leaderboard.write(board, results_home)
+        if target.mode != "disabled":
+            tracked = tracking.log_leaderboard(board.as_dict(), results_home, target)
+            log(f"leaderboard run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
+        path = report.write_report(
+            project, results_home, results_home / "reports" / slug(project), rows=rows, pngs=False
+        )
     log(f"report: {path}")
     return board, path
 
@@ -192,6 +210,16 @@ def _endpoint(
         )
 
 
+def _import_harness() -> None:
+    """Best effort: when the job's own thread imports the same modules at once, it does the work and this
+    thread's partial view of a lazily loaded module is of no consequence."""
+    try:
+        import lm_eval.evaluator  # noqa: F401
+        from transformers import AutoTokenizer  # noqa: F401  (a lazy attribute: loads the tokenizer classes)
+    except Exception:  # noqa: S110
+        pass
+
+
 def model_key(spec: JobSpec, folder: ModelFolder | None) -> str:
     """Identity of the model for the request cache: the hosted endpoint + name, or the folder's content."""
     model = spec.model
@@ -213,6 +241,14 @@ def server_counters(endpoint: Endpoint) -> dict[str, int]:
             if line.startswith((metric + "{", metric + " ")):
                 values[key] += float(line.rsplit(" ", 1)[1])
     return {k: int(v) for k, v in values.items()}
+
+
+def _counters(endpoint: Endpoint) -> dict[str, int] | None:
+    """The server's counters, or None when it cannot tell (it died: the failure says why)."""
+    try:
+        return server_counters(endpoint)
+    except httpx.HTTPError:
+        return None
 
 
 def requests_served(endpoint: Endpoint) -> int:
@@ -269,6 +305,7 @@ def _record(
         "settings_hash": settings.score_hash(),
         "resources": spec.resources.model_dump(),
         "timing": {
+            "evaluated_with": run.together,  # seconds, requests, tokens and retries are these benchmarks' together
             "seconds": round(run.seconds, 3),
             "requests_answered_by_server": requests,
             "requests_per_second": round(requests / run.seconds, 3) if requests and run.seconds else None,

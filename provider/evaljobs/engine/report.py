@@ -79,11 +79,14 @@ def render_html(board: Leaderboard, rows: list[ResultRow], *, examples: int = 5)
     )
 
 
-def write_report(project: str, results_home: Path, out_dir: Path, rows: list[ResultRow] | None = None) -> Path:
-    """Write ``out_dir/index.html`` and ``out_dir/charts/*.png`` for ``project`` (from ``rows``, by default
-    the results store's); return the page's path.
+def write_report(
+    project: str, results_home: Path, out_dir: Path, rows: list[ResultRow] | None = None, pngs: bool = True
+) -> Path:
+    """Write ``out_dir/index.html`` and, with ``pngs``, ``out_dir/charts/*.png`` for ``project`` (from
+    ``rows``, by default the results store's); return the page's path.
 
-    The PNGs take most of the time: ~0.1 s a chart, ~0.6 s with 100 models (~1 minute for 100 x 100)."""
+    The PNGs take most of the time: ~0.1 s a chart, ~0.6 s with 100 models (~1 minute for 100 x 100), which
+    is why jobs write the page alone (its charts are inline) and ``evaljobs report`` adds the PNGs."""
     home = Path(results_home)
     rows = ResultsStore(home).rows(project) if rows is None else rows
     if not rows:
@@ -91,7 +94,7 @@ def write_report(project: str, results_home: Path, out_dir: Path, rows: list[Res
     board = build(project, rows)
     index = Path(out_dir) / "index.html"
     write_text(index, render_html(board, rows))
-    for name, figure in _figures(board, rows):
+    for name, figure in _figures(board, rows) if pngs else ():
         write_bytes(Path(out_dir) / "charts" / f"{name}.png", _png(figure))
     return index
 

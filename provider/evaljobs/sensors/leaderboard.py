@@ -10,8 +10,6 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from evaljobs.triggers.leaderboard import LeaderboardTrigger
-
 
 class LeaderboardSensor(BaseSensorOperator):
     """Gate a promotion on evaluation results.
@@ -84,6 +82,8 @@ class LeaderboardSensor(BaseSensorOperator):
         first = self.poke(context)  # poke once: no deferral when the results are already there
         if first.is_done:
             return first.xcom_value
+        from evaljobs.triggers.leaderboard import LeaderboardTrigger  # Airflow's trigger base: only when deferring
+
         self.defer(
             trigger=LeaderboardTrigger(self._gate().to_dict(), self._home(), self.poke_interval, self.timeout),
             method_name="execute_complete",

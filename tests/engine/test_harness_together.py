@@ -1,0 +1,74 @@
+"""The benchmarks of a job evaluated together, against the latency-bound endpoint (no model needed)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from evaljobs.engine import catalog
+from evaljobs.engine.errors import HarnessError
+from evaljobs.engine.harness import Endpoint, Harness
+from evaljobs.engine.spec import Settings
+from tests.latency_endpoint import LatencyEndpoint, limit
+
+ROWS = 8
+CHOICES = 4
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with LatencyEndpoint(0.2, 16) as running:
+        yield running
+
+
+def harness(endpoint: LatencyEndpoint, model_dir, cache, concurrency: int = 16) -> Harness:
+    served = Endpoint(endpoint.base_url, "latency-model", "completions", str(model_dir))
+    return Harness(served, Settings(limit=ROWS, concurrency=concurrency, max_tokens=16), cache)
+
+
+def test_the_endpoint_is_latency_bound(endpoint, model_dir, tmp_path):
+    endpoint.reset()
+    started = time.monotonic()
+    run = harness(endpoint, model_dir, tmp_path / "cache").run(catalog.load("arc_challenge_local"))
+    seconds = time.monotonic() - started
+    stats = endpoint.stats()
+    assert run.n_samples == ROWS and stats["peak_in_flight"] == 16  # 32 requests, 16 at a time
+    assert seconds >= limit(ROWS * CHOICES, 0.2, 16) == 0.4
+    # lm-eval's own log-likelihood parser read our echo + logprobs answers: one per choice, the highest chosen.
+    for sample in run.samples:
+        assert len(sample["loglikelihoods"]) == CHOICES
+        assert sample["output"] == max(range(CHOICES), key=sample["loglikelihoods"].__getitem__)
+
+
+def test_benchmarks_together_share_the_endpoint_and_score_as_alone(endpoint, model_dir, tmp_path):
+    names = ["arc_challenge_local", "mmlu_marketing_local", "gsm8k_local"]
+    benchmarks = [catalog.load(n) for n in names]
+    alone = {b.name: harness(endpoint, model_dir, tmp_path / "alone").run(b) for b in benchmarks}
+    before = endpoint.stats()["requests"]
+    [together] = list(harness(endpoint, model_dir, tmp_path / "together").evaluate(benchmarks))
+    assert endpoint.stats()["requests"] - before == 2 * ROWS * CHOICES + ROWS
+    assert [r.benchmark.name for r in together] == names
+    for run in together:
+        assert run.together == names and run.seconds == together[0].seconds
+        assert run.metrics == alone[run.benchmark.name].metrics
+        assert run.samples == alone[run.benchmark.name].samples
+
+
+def test_a_broken_benchmark_does_not_fail_the_others(endpoint, model_dir, tmp_path):
+    good = catalog.load("arc_challenge_local")
+    broken = good.model_copy(
+        update={
+            "name": "broken",
+            "config": good.config
+            | {"task": "broken", "dataset_kwargs": {"data_files": {"test": str(tmp_path / "gone.jsonl")}}},
+        }
+    )
+    evaluating = harness(endpoint, model_dir, tmp_path / "cache")
+    before = endpoint.stats()["requests"]
+    outcomes = list(evaluating.evaluate([good, broken]))
+    assert [len(o) for o in outcomes] == [1, 1]  # the joint call failed: each alone
+    [[run], [error]] = outcomes
+    assert run.benchmark.name == "arc_challenge_local" and run.n_samples == ROWS and run.together == [good.name]
+    assert isinstance(error, HarnessError) and str(error).startswith("benchmark broken failed:")
+    assert endpoint.stats()["requests"] - before == ROWS * CHOICES
