@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, Param, dag, task
 
-from evaljobs.engine.catalog import names
+from evaljobs.engine.catalog import runnable_names
 from evaljobs.operators.evaluate import WandbEvalOperator
 from evaljobs.operators.serve import VLLMServeOperator, VLLMStopOperator
 
@@ -27,7 +27,7 @@ FORM = {
         ["gsm8k_local", "arc_challenge_local"],
         type="array",
         title="Benchmarks",
-        items={"type": "string", "enum": names()},
+        items={"type": "string", "enum": runnable_names()},
         minItems=1,
         uniqueItems=True,
     ),

@@ -1,15 +1,22 @@
 """Evaluate a checkpoint on a GPU Kubernetes cluster: one pod per benchmark, all in parallel, each with vLLM as
 a native sidecar on its own GPUs; then publish the project's leaderboard.
 
-Cluster setup (namespace, Secrets, the model PVC, GPU node pool) is in docs/kubernetes.md. Airflow reaches
-the cluster through the ``kubernetes_default`` connection, or its in-cluster service account.
+Cluster setup (namespace, Secrets, the model PVC, GPU node pool) is in the README's Kubernetes section. Airflow
+reaches the cluster through the ``kubernetes_default`` connection, or its in-cluster service account.
+
+Which mode: every pod here loads the model again. For B benchmarks that is B x GPUs x (load + evaluation)
+GPU-hours, finished in the time of one; a shared server (``VLLMServeOperator(execution_mode="kubernetes")``)
+loads once: GPUs x (load + B x evaluation), finished after all of them. With the figures of
+``bench/cost_model.py`` (7B, 1 GPU, ~105 s to load, ~2 min a 5,000-request benchmark) pods cost 1.7x the GPU-hours
+at 8 benchmarks; for a 70B on 2 GPUs 1.2x, but finish in 13 minutes instead of 1.4 hours. Pick pods when time to
+result matters and GPUs are free; a shared server when GPUs are scarce or loading rivals a benchmark's run.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from evaljobs.engine.catalog import names
+from evaljobs.engine.catalog import runnable_names
 from evaljobs.operators.evaluate import WandbEvalOperator
 
 CLUSTER = {
@@ -34,7 +41,7 @@ FORM = {
         ["gsm8k", "arc_challenge"],
         type="array",
         title="Benchmarks",
-        items={"type": "string", "enum": names()},
+        items={"type": "string", "enum": runnable_names()},
         minItems=1,
         uniqueItems=True,
     ),

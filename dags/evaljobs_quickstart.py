@@ -12,6 +12,8 @@ import os
 
 from airflow.sdk import Param, dag, task
 
+from evaljobs.engine.catalog import runnable_names
+
 LOCAL_BENCHMARKS = ["gsm8k_local", "arc_challenge_local", "mmlu_marketing_local"]
 HUB_BENCHMARKS = ["gsm8k", "arc_challenge", "mmlu_marketing"]
 EMBEDDED_MODEL = "models/smollm2-135m-instruct"
@@ -27,6 +29,7 @@ EMBEDDED_MODEL = "models/smollm2-135m-instruct"
         "benchmarks": Param(
             [],
             type="array",
+            examples=runnable_names(),  # the form's multi-select: what this installation can run
             description="catalog names or custom .yaml paths; empty = "
             "GSM8K, ARC-Challenge and MMLU marketing (local rows when EVALJOBS_DATA_ROOT is set)",
         ),

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+from tests.engine.test_catalog import ISSUE_GATED, ISSUE_JUDGE
 from tests.factories import record
 
 
@@ -9,13 +10,55 @@ def evaljobs(*args, env=None):
     return subprocess.run([sys.executable, "-m", "evaljobs.cli", *args], capture_output=True, text=True, env=env)
 
 
-def test_catalog_lists_every_benchmark_with_its_category():
-    out = evaljobs("catalog", "--json")
-    assert out.returncode == 0
-    rows = {r["name"]: r for r in json.loads(out.stdout)}
+def catalog_rows(*flags):
+    out = evaljobs("catalog", "--json", *flags)
+    assert out.returncode == 0, out.stderr
+    return {r["name"]: r for r in json.loads(out.stdout)}
+
+
+def test_catalog_lists_every_benchmark_with_its_category_backends_and_flags():
+    rows = catalog_rows()
+    assert len(rows) == 112
     assert rows["gsm8k"]["category"] == "math" and rows["gsm8k"]["output"] == "generate"
-    assert rows["gpqa_diamond"]["needs"] == "gated"
-    assert rows["arc_challenge_local"]["source"] == "custom rows"
+    assert rows["gsm8k"]["backends"] == ["lm_eval", "inspect"] and rows["gsm8k"]["runnable"] is True
+    assert rows["gpqa_diamond"]["gated"] is True and rows["gpqa_diamond"]["lm_eval"] == "leaderboard_gpqa_diamond"
+    assert rows["arc_challenge_local"]["lm_eval"] == "custom rows"
+    assert rows["mmlu_5_shot"]["aliases"] == ["mmlu"]
+    assert rows["hle"]["runnable"] is False and "needs the Inspect backend" in rows["hle"]["unavailable"]
+
+
+def test_catalog_filters_select_the_right_sets():
+    assert set(catalog_rows("--needs-judge")) == ISSUE_JUDGE
+    assert set(catalog_rows("--gated")) == ISSUE_GATED | {"gpqa_diamond"}
+    assert len(catalog_rows("--no-judge")) == 103 and len(catalog_rows("--not-gated")) == 106
+    assert set(catalog_rows("--category", "code")) == {"bfcl", "infinite_bench_code_debug", "infinite_bench_code_run"}
+    assert set(catalog_rows("--category", "safety", "--runnable")) == {
+        "bbq",
+        "truthfulqa",
+        "wmdp_bio",
+        "wmdp_chem",
+        "wmdp_cyber",
+    }
+    assert set(catalog_rows("--category", "knowledge", "--gated", "--backend", "inspect")) == {
+        "gpqa_diamond",
+        "hle",
+        "lingoly",
+        "lingoly_too",
+    }
+    assert len(catalog_rows("--backend", "lm_eval")) == 53 and len(catalog_rows("--backend", "inspect")) == 105
+    runnable = catalog_rows("--runnable")
+    assert len(runnable) == 53 and all(r["runnable"] for r in runnable.values())
+
+
+def test_catalog_table_ends_with_counts_per_category():
+    out = evaljobs("catalog", "--category", "long_context")
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:5] == ["name", "category", "backends", "output", "needs"]
+    assert lines[-1] == "6 benchmarks: long_context 6"
+    assert any(line.startswith("niah ") and "not runnable here" in line for line in lines)
+    bad = evaljobs("catalog", "--category", "vision")
+    assert bad.returncode == 2 and "unknown category 'vision'; use one of knowledge, reasoning" in bad.stderr
 
 
 def test_bad_job_exits_2_with_every_problem_and_no_traceback(tmp_path):
