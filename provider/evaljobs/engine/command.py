@@ -44,7 +44,7 @@ def run_local(
     write_json(spec_file, spec.model_dump(mode="json"))
     summary_file.unlink(missing_ok=True)
     process = subprocess.Popen(
-        run_command(spec_file, summary_file), env={**os.environ, **(secrets or {})}, preexec_fn=die_with_parent
+        run_command(spec_file, summary_file), env={**os.environ, **(secrets or {})}, preexec_fn=die_with_parent()
     )
     if started:
         started(process)

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import platform
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -66,9 +65,6 @@ def wandb_target(spec: JobSpec, secrets: Mapping[str, str] | None) -> tracking.W
 
 def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callable[[str], None] = print) -> JobResult:
     """Run ``spec`` end to end. Every finished benchmark is recorded at once, so a failure keeps them."""
-    if not spec.model.hosted:
-        # The harness's imports (~4 s: lm-eval, transformers, torch) during preflight and vLLM's start-up.
-        threading.Thread(target=_import_harness, name="evaljobs-imports", daemon=True).start()
     target = wandb_target(spec, secrets)
     checked = preflight.run(spec, secrets, target)
     home, project = spec.destination.results_home, spec.destination.project
@@ -208,16 +204,6 @@ def _endpoint(
             ),
             server,
         )
-
-
-def _import_harness() -> None:
-    """Best effort: when the job's own thread imports the same modules at once, it does the work and this
-    thread's partial view of a lazily loaded module is of no consequence."""
-    try:
-        import lm_eval.evaluator  # noqa: F401
-        from transformers import AutoTokenizer  # noqa: F401  (a lazy attribute: loads the tokenizer classes)
-    except Exception:  # noqa: S110
-        pass
 
 
 def model_key(spec: JobSpec, folder: ModelFolder | None) -> str:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,13 +110,22 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def die_with_parent() -> None:
-    """In a child (``preexec_fn``): ask Linux to SIGTERM it when its parent dies, so a killed task leaves no
-    orphan job or server. The parent is the thread that started the child: it must outlive the child."""
-    if sys.platform == "linux":
-        import ctypes
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGTERM the child when its parent dies, so a killed task leaves no
+    orphan job or server (the parent is the thread that starts the child: it must outlive the child).
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    libc is loaded here, in the parent: between fork and exec the child may only call the resolved function.
+    Loading it there (``dlopen``) deadlocks when another thread of the parent held the loader's lock at fork."""
+    if sys.platform != "linux":
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+    def set_parent_death_signal() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return set_parent_death_signal
 
 
 def free_port() -> int:
@@ -184,7 +194,7 @@ def start(
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
-                preexec_fn=None if detach else die_with_parent,
+                preexec_fn=None if detach else die_with_parent(),
             )
         except OSError as exc:
             raise ServingError(
