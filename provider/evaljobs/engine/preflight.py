@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from evaljobs.engine.tracking import WandbTarget
 
 
-
 @dataclass
 class Checked:
     """What preflight established: the loaded benchmarks, and the model folder or the hosted API key."""
