@@ -3,8 +3,9 @@
 Every (model, benchmark) result gets a bundle with --samples multiple-choice records (a prompt of ~600
 characters each), as a job writes them. Set-up (recording 10,000 rows, writing the bundles) is not timed.
 Targets: the board builds in < 1 s, the HTML page renders in < 2 s: timed without the bundles (the page
-without examples, as for results whose bundles are elsewhere) and with them (every record of every bundle
-is parsed to find the worst and best). The PNGs (matplotlib, one per chart) are timed too; no target.
+without examples, as for results whose bundles are elsewhere) and with them (each bundle's worst and best
+examples, ranked when it was written, read from its examples.json). The PNGs (matplotlib, one per chart) are
+timed too; no target.
 
     .venv/bin/python bench/leaderboard_and_report.py [--models 100 --benchmarks 100 --samples 50]
 Prints a table and writes bench/out/leaderboard_and_report.json.
@@ -22,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from evaljobs.engine import leaderboard
-from evaljobs.engine.report import render_html, write_report
+from evaljobs.engine.report import render_html, write_examples, write_report
 from evaljobs.engine.results import ResultRow, ResultsStore, write_jsonl
 
 PROJECT = "bench"
@@ -47,6 +48,7 @@ def populate(home: Path, models: int, benchmarks: int, samples: int) -> None:
                                 "target": target, "score": float(output == target), "output": output,
                                 "choices": [f" answer {c}" for c in "ABCD"], "loglikelihoods": lls})  # fmt: skip
             write_jsonl(bundle / "samples.jsonl", records)
+            write_examples(bundle, records)
             score = sum(r["score"] for r in records) / samples
             store.record(
                 ResultRow(

@@ -24,7 +24,8 @@ def test_catalog_lists_every_benchmark_with_its_category_backends_and_flags():
     assert rows["gpqa_diamond"]["gated"] is True and rows["gpqa_diamond"]["lm_eval"] == "leaderboard_gpqa_diamond"
     assert rows["arc_challenge_local"]["lm_eval"] == "custom rows"
     assert rows["mmlu_5_shot"]["aliases"] == ["mmlu"]
-    assert rows["hle"]["runnable"] is False and "needs the Inspect backend" in rows["hle"]["unavailable"]
+    assert rows["hle"]["runnable"] is True and rows["hle"]["backends"] == ["inspect"]  # the [inspect] extra is in
+    assert rows["docvqa"]["runnable"] is False and "takes image input" in rows["docvqa"]["unavailable"]
 
 
 def test_catalog_filters_select_the_right_sets():
@@ -32,22 +33,23 @@ def test_catalog_filters_select_the_right_sets():
     assert set(catalog_rows("--gated")) == ISSUE_GATED | {"gpqa_diamond"}
     assert len(catalog_rows("--no-judge")) == 103 and len(catalog_rows("--not-gated")) == 106
     assert set(catalog_rows("--category", "code")) == {"bfcl", "infinite_bench_code_debug", "infinite_bench_code_run"}
-    assert set(catalog_rows("--category", "safety", "--runnable")) == {
+    assert set(catalog_rows("--category", "safety", "--backend", "lm_eval")) == {
         "bbq",
         "truthfulqa",
         "wmdp_bio",
         "wmdp_chem",
         "wmdp_cyber",
     }
+    assert set(catalog_rows("--category", "multimodal", "--runnable")) == set()
     assert set(catalog_rows("--category", "knowledge", "--gated", "--backend", "inspect")) == {
         "gpqa_diamond",
         "hle",
         "lingoly",
         "lingoly_too",
     }
-    assert len(catalog_rows("--backend", "lm_eval")) == 53 and len(catalog_rows("--backend", "inspect")) == 105
+    assert len(catalog_rows("--backend", "lm_eval")) == 53 and len(catalog_rows("--backend", "inspect")) == 104
     runnable = catalog_rows("--runnable")
-    assert len(runnable) == 53 and all(r["runnable"] for r in runnable.values())
+    assert len(runnable) == 102 and all(r["runnable"] for r in runnable.values())  # all but 9 image ones and ahb
 
 
 def test_catalog_table_ends_with_counts_per_category():
@@ -56,7 +58,9 @@ def test_catalog_table_ends_with_counts_per_category():
     lines = out.stdout.splitlines()
     assert lines[0].split()[:5] == ["name", "category", "backends", "output", "needs"]
     assert lines[-1] == "6 benchmarks: long_context 6"
-    assert any(line.startswith("niah ") and "not runnable here" in line for line in lines)
+    assert any(line.startswith("niah ") and " inspect " in line for line in lines)
+    images = evaljobs("catalog", "--category", "multimodal").stdout.splitlines()
+    assert any(line.startswith("docvqa ") and "not runnable here" in line for line in images)
     bad = evaljobs("catalog", "--category", "vision")
     assert bad.returncode == 2 and "unknown category 'vision'; use one of knowledge, reasoning" in bad.stderr
 

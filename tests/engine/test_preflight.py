@@ -128,3 +128,87 @@ def test_hugging_face_repo_from_a_preseeded_offline_cache(model_dir, tmp_path):
     assert "pre-seed the HF cache" in missing
     spec = JobSpec.parse({"model": {"checkpoint": "acme/smol"}, "benchmarks": ["gsm8k"]})
     assert (spec.model.checkpoint_kind, spec.model.display_name) == ("hf_repo", "acme/smol")
+
+
+def hosted_job(benchmarks, **more) -> JobSpec:
+    model = {"base_url": f"http://127.0.0.1:{free_port()}", "model": "m"} | more.pop("model", {})
+    return JobSpec.parse({"model": model, "benchmarks": benchmarks} | more)
+
+
+@pytest.fixture
+def no_nltk_data(monkeypatch, tmp_path):
+    """NLTK finds no data except under what a test adds (a developer's ~/nltk_data is hidden)."""
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "no-nltk-data")])
+
+
+def test_every_problem_is_reported_at_once_each_with_its_fix(model_dir, no_nltk_data):
+    job = hosted_job(["gpqa_diamond", "lingoly", "ifeval"], model={"api_key_secret": "TEAM_KEY"})
+    with pytest.raises(PreflightError) as info:
+        preflight.run(job, secrets={})
+    problems = info.value.problems
+    assert len(problems) == 4, problems
+    assert problems[0].startswith("benchmarks gpqa_diamond are scored by log-likelihood")
+    assert problems[1].startswith("benchmark ifeval scores with NLTK data that is not installed")
+    assert "python -m nltk.downloader -d ~/nltk_data punkt_tab" in problems[1]
+    assert problems[2] == (
+        "secret TEAM_KEY (model.api_key_secret) is not set; add it as a team secret (Airflow: a Variable or a "
+        "Connection of that name; locally: export TEAM_KEY=...)"
+    )
+    assert problems[3] == (
+        "secret HF_TOKEN (datasets.hf_token_secret: gated gpqa_diamond, lingoly) is not set; add it as a team "
+        "secret (Airflow: a Variable or a Connection of that name; locally: export HF_TOKEN=...)"
+    )
+    assert str(info.value).startswith("the job cannot start (4 problems):\n  - benchmarks gpqa_diamond are")
+
+    checkpoint = JobSpec.parse(
+        {
+            "model": {"checkpoint": str(model_dir)},
+            "benchmarks": ["gsm8k_local", "lingoly"],
+            "resources": {"max_model_gb": 0.001},
+            "datasets": {"hf_token_secret": "TEAM_HF"},
+        }
+    )
+    with pytest.raises(PreflightError) as info:
+        preflight.run(checkpoint, secrets={})
+    assert [p.split(" (")[0] for p in info.value.problems] == ["secret TEAM_HF", "the model needs 0.6 GB"]
+
+
+def test_a_mirrored_gated_dataset_needs_no_token(tmp_path):
+    (tmp_path / "mirror" / "ambean" / "lingOly").mkdir(parents=True)
+    job = hosted_job(["lingoly"], datasets={"mirror": str(tmp_path / "mirror")})
+    with pytest.raises(PreflightError) as info:
+        preflight.run(job, secrets={})
+    [problem] = info.value.problems
+    assert " is unreachable " in problem  # the token is not asked for; only the dead endpoint is left
+    [lingoly] = preflight.load_benchmarks(["lingoly"], tmp_path / "mirror")
+    assert lingoly.task_config() == {"task": "lingoly_context", "dataset_path": str(tmp_path / "mirror/ambean/lingOly")}
+
+
+def test_nltk_data_is_found_in_the_mirror(tmp_path, no_nltk_data):
+    [ifeval] = preflight.load_benchmarks(["ifeval"])
+    assert "not installed (tokenizers/punkt_tab/english)" in preflight.nltk_problem(ifeval, tmp_path)
+    (tmp_path / "nltk_data" / "tokenizers" / "punkt_tab" / "english").mkdir(parents=True)
+    assert preflight.nltk_problem(ifeval, tmp_path) is None
+
+
+def test_judge_scored_benchmarks_need_a_judge_other_than_the_model_under_test():
+    from evaljobs.engine.catalog import Benchmark
+
+    simpleqa = Benchmark(name="simpleqa", category="knowledge", judge=True)
+    job = hosted_job(["gsm8k_local"], model={"api_key_secret": "TEAM_KEY"})
+    assert preflight.needed_secrets(job, [simpleqa]) == {
+        "TEAM_KEY": "model.api_key_secret",
+        "OPENAI_API_KEY": "judge.api_key_secret: simpleqa",
+    }
+    assert preflight.rule_problems(job, [simpleqa]) == []
+    itself = {"model": job.model.model, "base_url": job.model.base_url, "api_key_secret": "TEAM_KEY"}
+    job = hosted_job(["gsm8k_local"], model={"base_url": job.model.base_url, "api_key_secret": "TEAM_KEY"},
+                     judge=itself)  # fmt: skip
+    [problem] = preflight.rule_problems(job, [simpleqa])
+    assert problem.startswith("judge: the judge of simpleqa is the model under test (m at http://127.0.0.1:")
+    assert problem.endswith("or set judge.allow_model_under_test: true")
+    allowed = job.model_copy(update={"judge": job.judge.model_copy(update={"allow_model_under_test": True})})
+    assert preflight.rule_problems(allowed, [simpleqa]) == []
+    assert preflight.needed_secrets(allowed, [simpleqa]) == {"TEAM_KEY": "model.api_key_secret"}

@@ -8,8 +8,8 @@ import pytest
 
 from evaljobs.engine import leaderboard
 from evaljobs.engine.errors import SpecError
-from evaljobs.engine.report import render_html, write_report
-from evaljobs.engine.results import ResultsStore, slug
+from evaljobs.engine.report import K_MAX, render_html, write_examples, write_report
+from evaljobs.engine.results import ResultsStore, slug, write_jsonl
 from tests.factories import result_row
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -29,19 +29,29 @@ def gen(doc_id: int, target: str, output: str, raw: str | None = None) -> dict:
             "score": float(output == target), "output": output, "raw_output": raw or output}  # fmt: skip
 
 
-def bundle(root: Path, model: str, benchmark: str, samples: list[dict], settings_hash: str = "h") -> str:
+def bundle(root: Path, model: str, benchmark: str, samples: list[dict], settings_hash: str, examples: bool) -> str:
+    """A bundle as a job writes it; without ``examples``, as older versions wrote it (no examples.json)."""
     folder = root / "bundles" / slug(model) / slug(benchmark) / settings_hash
-    folder.mkdir(parents=True)
-    (folder / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+    write_jsonl(folder / "samples.jsonl", samples)
+    if examples:
+        write_examples(folder, samples)
     return str(folder)
 
 
 def row(root: Path, model: str, benchmark: str, score: float, *, baseline=0.25, samples=(), stderr=None, **kw):
-    """A result row whose bundle holds ``samples``; ``stderr`` adds the harness's stderr metric."""
+    """A result row whose bundle holds ``samples`` (and, unless ``examples=False``, examples.json); ``stderr``
+    adds the harness's stderr metric."""
     base = result_row(model, benchmark, score, baseline, kw.pop("settings_hash", "h"))
     metrics = {"acc,none": score} | ({"acc_stderr,none": stderr} if stderr is not None else {})
-    folder = bundle(root, model, benchmark, list(samples), base.settings_hash)
+    folder = bundle(root, model, benchmark, list(samples), base.settings_hash, kw.pop("examples", True))
     return replace(base, metrics=metrics, bundle=folder, recorded_at="2025-06-01T12:00:00+00:00", **kw)
+
+
+def ranked_records() -> list[dict]:
+    """12 right and 12 wrong multiple-choice answers by various margins, and two generative ones (margin 0)."""
+    right = [mc(i, 0, [-1.0, -1.0 - (i % 6 + 1) / 2, -9.0, -9.0]) for i in range(12)]  # by 0.5 .. 3
+    wrong = [mc(12 + i, 0, [-2.0 - i % 4, -1.0, -9.0, -9.0]) for i in range(12)]  # by -1 .. -4
+    return right + wrong + [gen(24, "1", "1"), gen(25, "1", "2")]
 
 
 def demo_rows(root: Path) -> list:
@@ -140,11 +150,50 @@ def peak_memory(rows: list, examples: int) -> tuple[str, int]:
     return page, peak
 
 
+def test_the_job_stores_the_worst_and_best_examples(tmp_path):
+    write_examples(tmp_path, ranked_records())
+    stored = json.loads((tmp_path / "examples.json").read_text(encoding="utf-8"))
+    assert stored["count"] == 26 and K_MAX == 10
+    # wrong by 4, 3, 2 (three each, earlier first), then the first wrong by 1; docs 16, 20, 25 are left out
+    assert [r["doc_id"] for r in stored["worst"]] == [15, 19, 23, 14, 18, 22, 13, 17, 21, 12]
+    # right by 3, 2.5, 2, 1.5, 1 (two each); by 0.5 (docs 0, 6) and doc 24 (right, no margin) are left out
+    assert [r["doc_id"] for r in stored["best"]] == [5, 11, 4, 10, 3, 9, 2, 8, 1, 7]
+    assert stored["worst"][0] == ranked_records()[15]  # whole records, as samples.jsonl holds them
+
+
+def test_examples_json_gives_the_page_scanning_samples_gives(tmp_path):
+    rows = [*demo_rows(tmp_path), row(tmp_path, "m", "arc_challenge", 0.5, samples=ranked_records())]
+    board, bundles = leaderboard.build("p", rows), [Path(r.bundle) for r in rows]
+    samples = {b: (b / "samples.jsonl").read_bytes() for b in bundles}
+    for b in bundles:  # examples.json alone: what the page shows must come from it
+        (b / "samples.jsonl").unlink()
+    stored = {k: drilldown(render_html(board, rows, examples=k)) for k in (2, 5, K_MAX)}
+    for b in bundles:  # samples.jsonl alone, as an older version wrote a bundle
+        (b / "samples.jsonl").write_bytes(samples[b])
+        (b / "examples.json").unlink()
+    scanned = {k: drilldown(render_html(board, rows, examples=k)) for k in (2, 5, K_MAX)}
+    assert stored == scanned
+    assert shown_docs(render_html(board, rows, examples=3), "m", "arc_challenge") == {
+        "worst": [15, 19, 23],
+        "best": [5, 11, 4],
+    }
+    section = next(s for s in stored[K_MAX]["sections"] if s["label"] == "m")
+    assert section["count"] == 26 and len(section["worst"]) == len(section["best"]) == K_MAX
+
+
+def test_more_examples_than_stored_are_scanned_for(tmp_path):
+    rows = [row(tmp_path, "m", "arc_challenge", 0.5, samples=ranked_records())]
+    page = render_html(leaderboard.build("p", rows), rows, examples=K_MAX + 1)
+    assert shown_docs(page, "m", "arc_challenge")["worst"][-2:] == [12, 16]  # the 11th is not stored
+
+
 def test_a_large_samples_file_is_streamed_keeping_only_k(tmp_path):
+    """A bundle without examples.json (written by an older version) is scanned."""
     samples = [mc(i, 0, [-1.0 - (i % 97) / 100, -2.0, -3.0, -4.0]) for i in range(20_000)]  # all right
     samples[12_345] = mc(12_345, 0, [-9.0, -1.0, -5.0, -5.0])  # the most confident mistake
     samples[777] = mc(777, 0, [-9.0, -8.9, -10.0, -10.0])  # a near miss
-    big, small = [row(tmp_path, "m", "arc", 0.99, samples=samples)], [row(tmp_path, "s", "arc", 1, samples=samples[:4])]
+    big = [row(tmp_path, "m", "arc", 0.99, samples=samples, examples=False)]
+    small = [row(tmp_path, "s", "arc", 1, samples=samples[:4], examples=False)]
     peak_memory(small, 3)  # imports and caches are not what is measured
     page, peak = peak_memory(big, 3)
     assert shown_docs(page, "m", "arc") == {"worst": [12_345, 777, 96], "best": [0, 97, 194]}

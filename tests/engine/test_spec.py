@@ -55,7 +55,7 @@ def test_both_checkpoint_and_base_url():
         ),
         (
             {"model": CHECKPOINT, "benchmarks": ["gsm8k"], "resources": {"gpus": 3}},
-            "resources.gpus: Input should be less than or equal to 2 (got 3)",
+            "resources: gpus 3 is over the limit of 2 GPUs a job (resources.max_gpus)",
         ),
         ({"model": CHECKPOINT, "benchmarks": []}, "benchmarks: List should have at least 1 item"),
         (

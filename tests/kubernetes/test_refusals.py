@@ -19,7 +19,7 @@ def operator(kubernetes=PVC, **kwargs) -> WandbEvalOperator:
 
 
 def test_three_gpus_are_refused_when_the_dag_is_parsed():
-    with pytest.raises(SpecError, match=r"gpus: Input should be less than or equal to 2 \(got 3\)"):
+    with pytest.raises(SpecError, match=r"gpus 3 is over the limit of 2 GPUs a job \(resources.max_gpus\)"):
         operator(checkpoint="/models/m", server_resources={"gpus": 3})
 
 

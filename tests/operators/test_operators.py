@@ -89,7 +89,9 @@ def test_hosted_model_without_its_secret_names_it(airflow, vllm_server, tmp_path
     source = HOSTED_DAG.format(url=vllm_server.base_url, home=str(tmp_path / "home"))
     ok, output = airflow.dags_test("hosted", source)
     assert not ok
-    assert "missing team secrets: TEAM_LLM_KEY" in output
+    assert (
+        "secret TEAM_LLM_KEY (model.api_key_secret) is not set; add it as a team secret (Airflow: a Variable" in output
+    )
 
 
 @pytest.mark.parametrize(
@@ -104,7 +106,7 @@ def test_hosted_model_without_its_secret_names_it(airflow, vllm_server, tmp_path
         (
             {"benchmarks": "gsm8k", "checkpoint": "/m", "server_resources": {"gpus": 3}},
             SpecError,
-            "gpus: Input should be less than or equal to 2 (got 3)",
+            "gpus 3 is over the limit of 2 GPUs a job (resources.max_gpus)",
         ),
         (
             {"benchmarks": "gsm8k"},

@@ -40,7 +40,7 @@ SPECS = {
     "zero concurrency": (job(settings={"concurrency": 0}), "settings.concurrency: Input should be greater than"),
     "temperature 9": (job(settings={"temperature": 9}), "settings.temperature: Input should be less than or equal"),
     "huge system prompt": (job(settings={"system_prompt": "x" * 20_001}), "settings.system_prompt: String should"),
-    "3 GPUs": (job(resources={"gpus": 3}), "resources.gpus: Input should be less than or equal to 2"),
+    "3 GPUs": (job(resources={"gpus": 3}), "resources: gpus 3 is over the limit of 2 GPUs a job (resources.max_gpus)"),
     "misspelt field": (job(settings={"limt": 3}), "settings.limt: unknown field; remove it or check its spelling"),
     "not a mapping": (["gsm8k"], "job: Input should be a valid dictionary"),
     "no model": (job(model={}), "model: no model given; set checkpoint"),

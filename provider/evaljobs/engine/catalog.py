@@ -47,6 +47,8 @@ class Benchmark(BaseModel):
     baseline: float = 0.0
     fewshot: int | None = None
     task: str | None = Field(None, alias="lm_eval")  # the lm-eval task
+    dataset: str | None = None  # the hub dataset the lm-eval task reads
+    dataset_dir: Path | None = None  # its local copy in the job's dataset mirror, when there is one
     inspect: str | None = None  # the inspect_evals task
     custom: Path | None = None
     params: dict[str, str] = {}
@@ -54,17 +56,42 @@ class Benchmark(BaseModel):
     judge: bool = False
     gated: bool = False
     hosted_only: bool = False
+    nltk: tuple[str, ...] = ()  # NLTK data its scoring loads
     supported: bool = True
     aliases: tuple[str, ...] = ()
+    backend: Literal["lm_eval", "inspect"] = "lm_eval"  # the harness that runs it in this job
 
     @property
     def needs_logprobs(self) -> bool:
         """Multiple choice is scored by log-likelihood: the endpoint needs /v1/completions with logprobs."""
         return self.output == "multiple_choice"
 
+    @property
+    def builtin(self) -> bool:
+        """An lm-eval task of its own registry (not a compiled custom benchmark)."""
+        return self.config is None and self.custom is None
+
     def task_config(self) -> str | dict[str, Any]:
-        """What lm-eval is given: a registered task name, or the compiled custom task config."""
-        return self.config if self.config is not None else self.task or self.name
+        """What lm-eval is given: a registered task name (read from the mirror when mirrored), or the compiled
+        custom task config."""
+        if self.config is not None:
+            return self.config
+        if self.dataset_dir is not None:
+            return {"task": self.task or self.name, "dataset_path": str(self.dataset_dir)}
+        return self.task or self.name
+
+    def on(self, backend: str) -> Benchmark:
+        """This benchmark run by ``backend`` when that implements it and is installed; else unchanged.
+        Inspect scores generatively and reports accuracy (its metric's full name is known after the run)."""
+        if backend == self.backend or backend != "inspect" or not self.inspect or "inspect" not in installed_backends():
+            return self
+        inspect = {"backend": "inspect", "output": "generate", "metric": "accuracy", "fewshot": None}
+        return self.model_copy(update=inspect)
+
+    def mirrored(self, mirror: Path | None) -> Benchmark:
+        """This benchmark reading its dataset from ``mirror`` when the mirror holds it."""
+        folder = mirror / self.dataset if mirror and self.dataset else None
+        return self.model_copy(update={"dataset_dir": folder}) if folder and folder.is_dir() else self
 
 
 @cache
@@ -94,9 +121,12 @@ def backends(entry: dict[str, Any]) -> list[str]:
 
 @cache
 def installed_backends() -> frozenset[str]:
-    """Backends this installation runs: lm-eval when it is installed (found without importing it). The
-    Inspect backend is not wired in yet."""
-    return frozenset({"lm_eval"} if importlib.util.find_spec("lm_eval") else ())
+    """Backends this installation runs, found without importing them: lm-eval, and Inspect (``inspect_ai`` with
+    ``inspect_evals``, the ``[inspect]`` extra)."""
+    found = {"lm_eval"} if importlib.util.find_spec("lm_eval") else set()
+    if importlib.util.find_spec("inspect_ai") and importlib.util.find_spec("inspect_evals"):
+        found.add("inspect")
+    return frozenset(found)
 
 
 def unavailable(entry: dict[str, Any]) -> str | None:
@@ -105,10 +135,13 @@ def unavailable(entry: dict[str, Any]) -> str | None:
         return f"takes image input ({entry['category']}), which evaljobs does not support yet"
     if installed_backends() & set(backends(entry)):
         return None
+    if not backends(entry):
+        return "has no implementation in lm-eval 0.4 or inspect_evals 0.26 (the reference runs its own build)"
     if "inspect" in entry and "lm_eval" not in backends(entry):
         return (
-            f"needs the Inspect backend (inspect_evals task {entry['inspect']!r}), which evaljobs does not support "
-            "yet; `evaljobs catalog --runnable` lists the benchmarks this installation runs"
+            f"needs the Inspect backend (inspect_evals task {entry['inspect']!r}), which is not installed: "
+            "pip install 'airflow-provider-evaljobs[inspect]'; `evaljobs catalog --runnable` lists the benchmarks "
+            "this installation runs"
         )
     return "needs lm-eval, which is not installed (pip install lm-eval)"
 
@@ -160,7 +193,8 @@ def resolve(name: str) -> Benchmark:
             custom=Path(str(DATA / "benchmarks" / entry["custom"])),
             params=entry.get("params", {}),
         )
-    return Benchmark(**entry)
+    benchmark = Benchmark(**entry)
+    return benchmark if "lm_eval" in installed_backends() & set(backends(entry)) else benchmark.on("inspect")
 
 
 def load(name: str) -> Benchmark:

@@ -22,7 +22,18 @@ class CustomBenchmarkError(SpecError):
 
 
 class PreflightError(EvalJobsError):
-    """A check before any server is started failed (missing secret, unloadable model, dead endpoint)."""
+    """Checks before any server is started failed (missing secret, unloadable model, dead endpoint).
+    ``problems`` lists each with its fix."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else problems
+        if len(self.problems) == 1:
+            super().__init__(self.problems[0])
+        else:
+            lines = (p.replace("\n", "\n    ") for p in self.problems)
+            super().__init__(
+                f"the job cannot start ({len(self.problems)} problems):\n" + "\n".join(f"  - {p}" for p in lines)
+            )
 
 
 class ServingError(EvalJobsError):

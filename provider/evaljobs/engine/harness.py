@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,25 +106,45 @@ def generation_kwargs(settings: Settings) -> dict[str, Any] | None:
     return kwargs or None
 
 
-def task_for(benchmark: Benchmark, settings: Settings) -> str | dict[str, Any]:
-    """lm-eval's task argument, with the job's (or the catalog's default) few-shot count applied."""
-    config = benchmark.task_config()
+def task_for(benchmark: Benchmark, settings: Settings, groups: Collection[str] = ()) -> str | dict[str, Any]:
+    """lm-eval's task argument, with the job's (or the catalog's default) few-shot count and the dataset mirror
+    applied. ``groups``: lm-eval's registered group names.
+
+    lm-eval 0.4.13 builds a top-level dict as a new task of its own, but merges the overrides of a group's
+    member into the registered task (or group) it names: a built-in with overrides is wrapped in a one-member
+    group, which adds no metric of its own."""
     fewshot = settings.num_fewshot if settings.num_fewshot is not None else benchmark.fewshot
-    if fewshot is None:
-        return config
-    if isinstance(config, str):
-        return {"task": config, "num_fewshot": fewshot}
-    return config | {"num_fewshot": fewshot}
+    overrides: dict[str, Any] = {} if fewshot is None else {"num_fewshot": fewshot}
+    if benchmark.config is not None:
+        return benchmark.config | overrides
+    task = benchmark.task or benchmark.name
+    if benchmark.dataset_dir is not None:
+        overrides["dataset_path"] = str(benchmark.dataset_dir)
+    if not overrides:
+        return task
+    member = {"group" if task in groups else "task": task, **overrides}
+    return {"group": f"evaljobs::{benchmark.name}", "task": [member]}
 
 
 class Harness:
     """One lm-eval model object, reused for every benchmark of a job."""
 
     def __init__(
-        self, endpoint: Endpoint, settings: Settings, cache_dir: Path, alive: Callable[[], bool] | None = None
+        self,
+        endpoint: Endpoint,
+        settings: Settings,
+        cache_dir: Path,
+        alive: Callable[[], bool] | None = None,
+        mirror: Path | None = None,
     ):
-        """``alive``: whether the server we started still runs (requests to a dead one are not retried)."""
+        """``alive``: whether the server we started still runs (requests to a dead one are not retried);
+        ``mirror``: the dataset mirror, whose ``nltk_data`` folder scoring reads first."""
         from evaljobs.engine.retrying import RetryPolicy, api_model
+
+        if mirror and (mirror / "nltk_data").is_dir():
+            import nltk
+
+            nltk.data.path.insert(0, str(mirror / "nltk_data"))
 
         self.settings = settings
         self.chat = endpoint.api == "chat"
@@ -158,7 +178,7 @@ class Harness:
         """lm-eval's task index: its built-in tasks only when a benchmark names one."""
         from lm_eval.tasks import TaskManager
 
-        registry = any(isinstance(b.task_config(), str) for b in benchmarks)
+        registry = any(b.builtin for b in benchmarks)
         if registry not in self._task_managers:
             self._task_managers[registry] = TaskManager(include_defaults=registry)
         return self._task_managers[registry]
@@ -171,10 +191,12 @@ class Harness:
         started = time.monotonic()
         self.lm.policy.retries.clear()
         try:
+            manager = self.task_manager(benchmarks)
+            groups = set(manager.all_groups) if any(b.builtin for b in benchmarks) else set()
             with _own_env_info():
                 out = lm_eval.simple_evaluate(
                     model=self.lm,
-                    tasks=[task_for(b, settings) for b in benchmarks],
+                    tasks=[task_for(b, settings, groups) for b in benchmarks],
                     limit=settings.limit or None,
                     log_samples=True,
                     use_cache=self.cache,
@@ -187,7 +209,7 @@ class Harness:
                     torch_random_seed=settings.seed,
                     fewshot_random_seed=settings.seed,
                     bootstrap_iters=1000,
-                    task_manager=self.task_manager(benchmarks),
+                    task_manager=manager,
                 )
             seconds = time.monotonic() - started
             runs = [_collect(b, out, seconds) for b in benchmarks]
@@ -228,7 +250,10 @@ def _collect(benchmark: Benchmark, out: dict[str, Any], seconds: float) -> Bench
         raise HarnessError(f"benchmark {benchmark.name}: lm-eval returned no results for task {task!r}")
     metrics = {k: float(v) for k, v in results[task].items() if "," in k and isinstance(v, (int, float))}
     leaves = _leaf_tasks(task, out.get("group_subtasks", {}))
-    samples = [_record(t, s, benchmark) for t in leaves for s in out.get("samples", {}).get(t, [])]
+    # lm-eval logs each example once per filter (gsm8k: strict-match and flexible-extract); keep the metric's
+    kept = benchmark.metric.partition(",")[2] or "none"
+    logged = out.get("samples", {})
+    samples = [_record(t, s, benchmark) for t in leaves for s in logged.get(t, []) if s.get("filter", kept) == kept]
     n = sum(out["n-samples"][t]["effective"] for t in leaves if t in out.get("n-samples", {}))
     harness = {
         "lm_eval_version": out.get("lm_eval_version") or _version("lm_eval"),
@@ -252,10 +277,13 @@ def _record(task: str, sample: dict[str, Any], benchmark: Benchmark) -> dict[str
     """One per-example trace: input, target, output, score (and per-choice log-likelihoods)."""
     args = [list(a.values()) if isinstance(a, dict) else list(a) for a in _as_list(sample["arguments"])]
     score_key = benchmark.metric.split(",")[0]
+    prompt = args[0][0] if args else ""
+    if isinstance(prompt, list | tuple) and len(prompt) == 1:
+        prompt = prompt[0]  # a chat request: lm-eval's JsonChatStr, the JSON of the messages
     record: dict[str, Any] = {
         "task": task,
         "doc_id": sample["doc_id"],
-        "input": args[0][0] if args else "",
+        "input": prompt,
         "target": sample.get("target"),
         "score": sample.get(score_key),
     }

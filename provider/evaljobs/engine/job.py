@@ -17,6 +17,7 @@ import httpx
 
 from evaljobs import __version__
 from evaljobs.engine import leaderboard, preflight, serving, tracking
+from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.harness import BenchmarkRun, Endpoint, Harness
 from evaljobs.engine.modelprep import ModelFolder
@@ -73,7 +74,7 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
     rows, runs, failures = [], {}, []
     with _endpoint(spec, checked, workdir, log) as (endpoint, server):
         cache = home / "cache" / model_key(spec, checked.folder)
-        harness = Harness(endpoint, spec.settings, cache, server.alive if server else None)
+        harnesses = _harnesses(spec, checked, endpoint, server, cache, workdir)
         ours = not spec.model.hosted  # a vLLM server: ours, or one serving this checkpoint for the DAG
         context = {
             "versions": {"evaljobs": __version__, "vllm": server_version(endpoint) if ours else None},
@@ -86,7 +87,7 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
         if total > 1:
             log(f"evaluating the {total} benchmarks together: their requests share the server")
         before = _counters(endpoint) if ours else None
-        for outcomes in harness.evaluate(checked.benchmarks):
+        for outcomes in (o for harness, benchmarks in harnesses for o in harness.evaluate(benchmarks)):
             after = _counters(endpoint) if ours else None
             counted = _delta(after, before) if after and before else {}
             before = after
@@ -130,6 +131,33 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
     if runs and any(r.offline for r in runs.values()):
         log(f"W&B runs were written offline under {home / 'wandb'}: upload each with the `wandb sync` line above")
     return JobResult(spec, rows, board, runs, report_path)
+
+
+def _harnesses(
+    spec: JobSpec,
+    checked: preflight.Checked,
+    endpoint: Endpoint,
+    server: serving.Server | None,
+    cache: Path,
+    workdir: Path,
+) -> list[tuple[Any, list[Benchmark]]]:
+    """Each backend's harness with its benchmarks: lm-eval's first, then Inspect's."""
+    mirror = spec.datasets.mirror
+    lm_eval = [b for b in checked.benchmarks if b.backend == "lm_eval"]
+    inspect = [b for b in checked.benchmarks if b.backend == "inspect"]
+    harnesses: list[tuple[Any, list[Benchmark]]] = []
+    if lm_eval:
+        harnesses.append((Harness(endpoint, spec.settings, cache, server.alive if server else None, mirror), lm_eval))
+    if inspect:
+        from evaljobs.engine.inspect_harness import InspectHarness, Judge
+
+        judge = spec.judge
+        grader = Judge(endpoint.base_url, endpoint.model, endpoint.api_key)  # allowed by preflight only
+        if not spec.judged_by_model_under_test:
+            grader = Judge(judge.base_url, judge.model, checked.judge_key)
+        harness = InspectHarness(endpoint, spec.settings, cache, workdir / "inspect", grader, mirror)
+        harnesses.append((harness, inspect))
+    return harnesses
 
 
 def publish(
@@ -271,17 +299,22 @@ def _record(
     counted: dict[str, int],
     context: dict[str, Any],
 ) -> ResultRow:
+    from evaljobs.engine.report import write_examples
+
     benchmark, settings, project = run.benchmark, spec.settings, spec.destination.project
     model = checked.model_name or spec.model.display_name
     bundle = store.bundle_dir(project, model, benchmark.name, settings.score_hash())
     write_jsonl(bundle / "samples.jsonl", run.samples)
+    write_examples(bundle, run.samples)  # the report's drill-down reads these instead of every sample
     source = spec.model.model_dump(exclude_none=True, exclude=None if spec.model.hosted else {"api"})
     requests = counted.get("requests")
     metrics = {
         "job_id": spec.job_id,
         "project": project,
         "model": source | {"name": model} | ({"artifact": checked.artifact} if checked.artifact else {}),
-        "benchmark": benchmark.model_dump(include={"name", "category", "output", "metric", "baseline", "task"})
+        "benchmark": benchmark.model_dump(
+            include={"name", "category", "output", "metric", "baseline", "task", "inspect", "backend"}
+        )
         | {"custom": str(benchmark.custom) if benchmark.custom else None},
         "score": run.score,
         "metrics": run.metrics,
@@ -300,7 +333,8 @@ def _record(
             "retries": run.retries.get("total", 0),
             "retries_by_reason": {k: v for k, v in run.retries.items() if k != "total"},
         },
-        "versions": context["versions"] | {"lm_eval": run.harness["lm_eval_version"]},
+        "versions": context["versions"]
+        | {key.removesuffix("_version"): value for key, value in run.harness.items() if key.endswith("_version")},
         "server": context["server"],
         "hardware": context["hardware"],
         "harness": run.harness,

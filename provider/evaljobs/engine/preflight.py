@@ -1,4 +1,4 @@
-"""Checks made before any server is started or GPU requested. Each failure says what to change."""
+"""Checks made before any server is started or GPU requested: every problem at once, each with its fix."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import importlib.util
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -30,6 +30,7 @@ class Checked:
     benchmarks: list[Benchmark]
     folder: ModelFolder | None = None
     api_key: str | None = field(default=None, repr=False)
+    judge_key: str | None = field(default=None, repr=False)
     artifact: str | None = None  # the W&B model artifact, resolved to its version (entity/project/name:v3)
 
     @property
@@ -43,26 +44,51 @@ def run(
     secrets: Mapping[str, str] | None = None,
     wandb: WandbTarget | None = None,
 ) -> Checked:
-    """Check benchmarks, the model and secrets. ``secrets`` defaults to the process environment; ``wandb``
-    gives access to W&B artifact checkpoints."""
+    """Check benchmarks, rules, secrets, the model and the endpoint; one :class:`PreflightError` lists every
+    problem found. ``secrets`` defaults to the process environment; ``wandb`` gives access to W&B artifact
+    checkpoints."""
     secrets = os.environ if secrets is None else secrets
-    benchmarks = load_benchmarks(spec.benchmarks)
+    problems: list[str] = []
+    try:
+        benchmarks = load_benchmarks(spec.benchmarks, spec.datasets.mirror, spec.settings.backend)
+    except SpecError as exc:
+        benchmarks, problems = [], list(exc.problems)
+    problems += rule_problems(spec, benchmarks)
+    problems += [f"secret {name} ({why}) is not set; {ADD_SECRET.format(name=name)}"
+                 for name, why in needed_secrets(spec, benchmarks).items() if not secrets.get(name)]  # fmt: skip
+    api_key = secrets.get(spec.model.api_key_secret) if spec.model.api_key_secret else None
+    folder = artifact = None
     if spec.model.hosted:
-        return Checked(benchmarks, api_key=_check_hosted(spec, benchmarks, secrets))
-    folder = _check_checkpoint(spec, wandb)
-    artifact = None
+        if api_key or not spec.model.api_key_secret:
+            problems += _problem(check_endpoint, spec.model.base_url, spec.model.model, api_key)
+    else:
+        try:
+            folder = checkpoint_folder(spec.model, wandb, spec.destination.results_home)
+        except PreflightError as exc:
+            problems.append(str(exc))
+        problems += serving_problems(spec, folder, benchmarks)
+        if spec.model.endpoint:
+            problems += _problem(check_endpoint, spec.model.endpoint, spec.model.display_name, None)
+    if problems:
+        raise PreflightError(problems)
     if spec.model.is_artifact:
         entity_project = spec.model.checkpoint.rsplit("/", 1)[0]
         artifact = f"{entity_project}/{folder.path.parent.name}:{folder.path.name}"
-    return Checked(benchmarks, folder=folder, artifact=artifact)
+    judge = spec.judge
+    judge_key = api_key if spec.judged_by_model_under_test else secrets.get(judge.api_key_secret or "") or None
+    return Checked(benchmarks, folder=folder, api_key=api_key, judge_key=judge_key, artifact=artifact)
 
 
-def load_benchmarks(names: list[str]) -> list[Benchmark]:
-    """Load every benchmark; one error lists all that fail."""
+ADD_SECRET = "add it as a team secret (Airflow: a Variable or a Connection of that name; locally: export {name}=...)"
+
+
+def load_benchmarks(names: list[str], mirror: Path | None = None, backend: str = "lm_eval") -> list[Benchmark]:
+    """Load every benchmark, on ``backend`` where it implements it, reading mirrored datasets from ``mirror``;
+    one error lists all that fail."""
     loaded, problems = [], []
     for name in names:
         try:
-            loaded.append(catalog.load(name))
+            loaded.append(catalog.load(name).on(backend).mirrored(mirror))
         except SpecError as exc:
             problems += exc.problems
         except LookupError as exc:
@@ -70,6 +96,89 @@ def load_benchmarks(names: list[str]) -> list[Benchmark]:
     if problems:
         raise SpecError(problems)
     return loaded
+
+
+def needed_secrets(spec: JobSpec, benchmarks: list[Benchmark]) -> dict[str, str]:
+    """The secrets the job needs -> what needs them: the hosted model's key, the HF token for gated datasets
+    that are not mirrored, and the judge's key for judge-scored benchmarks."""
+    needed = {}
+    if spec.model.api_key_secret:
+        needed[spec.model.api_key_secret] = "model.api_key_secret"
+    if gated := [b.name for b in benchmarks if b.gated and b.dataset_dir is None]:
+        needed.setdefault(spec.datasets.hf_token_secret, f"datasets.hf_token_secret: gated {', '.join(gated)}")
+    judged = [b.name for b in benchmarks if b.judge]
+    if judged and spec.judge.api_key_secret and not spec.judged_by_model_under_test:
+        needed.setdefault(spec.judge.api_key_secret, f"judge.api_key_secret: {', '.join(judged)}")
+    return needed
+
+
+def secret_names(spec: JobSpec) -> list[str]:
+    """The secrets ``spec`` needs, known from the catalog alone (no benchmark file is read): the ones the
+    Airflow layer resolves for the job."""
+    benchmarks = []
+    for name in spec.benchmarks:
+        try:
+            benchmarks.append(catalog.resolve(name).on(spec.settings.backend).mirrored(spec.datasets.mirror))
+        except LookupError:
+            continue  # the job's preflight reports it
+    return list(needed_secrets(spec, benchmarks))
+
+
+def rule_problems(spec: JobSpec, benchmarks: list[Benchmark]) -> list[str]:
+    """What the job asks that the benchmarks or limits forbid, each with the fix."""
+    problems = []
+    if spec.model.hosted and (needs := [b.name for b in benchmarks if b.needs_logprobs]):
+        problems.append(
+            f"benchmarks {', '.join(needs)} are scored by log-likelihood, which needs the model's tokenizer and "
+            "/v1/completions with echo+logprobs: hosted models are evaluated generatively only; pick generative "
+            "benchmarks (or serve the checkpoint with vLLM)"
+        )
+    if not spec.model.hosted and (hosted := [b.name for b in benchmarks if b.hosted_only]):
+        problems.append(
+            f"benchmarks {', '.join(hosted)} need a hosted API model (tool calling through the provider's API), "
+            "not a served checkpoint; evaluate them with base_url + model, or drop them"
+        )
+    if spec.judged_by_model_under_test and not spec.judge.allow_model_under_test:
+        if judged := [b.name for b in benchmarks if b.judge]:
+            problems.append(
+                f"judge: the judge of {', '.join(judged)} is the model under test ({spec.judge.model} at "
+                f"{spec.judge.base_url}), which would grade itself; point judge.model/judge.base_url at another "
+                "model, or set judge.allow_model_under_test: true"
+            )
+    problems += [p for b in benchmarks if (p := nltk_problem(b, spec.datasets.mirror))]
+    return problems
+
+
+def nltk_problem(benchmark: Benchmark, mirror: Path | None) -> str | None:
+    """Why the NLTK data that ``benchmark``'s scoring loads is missing, or None."""
+    if not benchmark.nltk:
+        return None
+    import nltk
+
+    paths = [str(mirror / "nltk_data")] if mirror else []
+    missing = []
+    for resource in benchmark.nltk:
+        try:
+            nltk.data.find(resource, paths=paths + nltk.data.path)
+        except LookupError:
+            missing.append(resource)
+    if not missing:
+        return None
+    names = " ".join(dict.fromkeys(m.split("/")[1] for m in missing))  # the NLTK packages: tokenizers/<punkt_tab>/...
+    where = f"{mirror}/nltk_data" if mirror else "~/nltk_data"
+    return (
+        f"benchmark {benchmark.name} scores with NLTK data that is not installed ({', '.join(missing)}); run "
+        f"`python -m nltk.downloader -d {where} {names}` (air-gapped: copy an nltk_data folder into the dataset "
+        "mirror)"
+    )
+
+
+def _problem(check: Callable[..., None], *args: Any) -> list[str]:
+    try:
+        check(*args)
+    except PreflightError as exc:
+        return [str(exc)]
+    return []
 
 
 def checkpoint_folder(
@@ -117,34 +226,35 @@ def fetched_version(model: ModelSource) -> Path:
     return path
 
 
-def _check_checkpoint(spec: JobSpec, wandb: WandbTarget | None) -> ModelFolder:
+def serving_problems(spec: JobSpec, folder: ModelFolder | None, benchmarks: list[Benchmark]) -> list[str]:
+    """What stops vLLM from serving ``folder`` within the job's limits."""
     model, resources = spec.model, spec.resources
-    folder = checkpoint_folder(model, wandb, spec.destination.results_home)
     problems = []
-    if folder.max_position_embeddings and resources.max_model_len > folder.max_position_embeddings:
+    if folder and folder.max_position_embeddings and resources.max_model_len > folder.max_position_embeddings:
         problems.append(
             f"resources.max_model_len {resources.max_model_len} exceeds the model's context "
             f"({folder.max_position_embeddings}); lower it"
         )
-    total = folder.weight_bytes + folder.kv_cache_bytes(resources.max_model_len)
+    total = folder.weight_bytes + folder.kv_cache_bytes(resources.max_model_len) if folder else 0
     if total > resources.max_model_gb * 1e9:
         problems.append(
             f"the model needs {total / 1e9:.1f} GB (weights + KV cache at {resources.max_model_len} "
             f"tokens), over the {resources.max_model_gb:g} GB limit (resources.max_model_gb); lower "
             "resources.max_model_len, use a smaller or quantized checkpoint, or raise the limit"
         )
-    if spec.settings.chat_template and not folder.has_chat_template:
+    if folder and spec.settings.chat_template and not folder.has_chat_template:
         problems.append(
             "settings.chat_template is on but the checkpoint has no chat template; turn it off or "
             "add chat_template.jinja to the folder"
         )
+    if folder and not folder.has_chat_template and (chat := [b.name for b in benchmarks if b.backend == "inspect"]):
+        problems.append(
+            f"benchmarks {', '.join(chat)} run on Inspect, which sends chat requests, but the checkpoint has no chat "
+            "template; add chat_template.jinja to the folder, or run them on lm-eval (settings.backend: lm_eval)"
+        )
     if not model.endpoint and (problem := vllm_problem()):
         problems.append(problem)
-    if problems:
-        raise PreflightError("cannot serve the checkpoint:\n" + "\n".join(f"  - {p}" for p in problems))
-    if model.endpoint:
-        check_endpoint(model.endpoint, model.display_name, None)
-    return folder
+    return problems
 
 
 def vllm_problem() -> str | None:
@@ -158,27 +268,6 @@ def vllm_problem() -> str | None:
             "environment that has it (`make` creates .venv-vllm)"
         )
     return None
-
-
-def _check_hosted(spec: JobSpec, benchmarks: list[Benchmark], secrets: Mapping[str, str]) -> str | None:
-    model = spec.model
-    needs = [b.name for b in benchmarks if b.needs_logprobs]
-    if needs:
-        raise PreflightError(
-            f"benchmarks {', '.join(needs)} are scored by log-likelihood, which needs the model's tokenizer and "
-            "/v1/completions with echo+logprobs: hosted models are evaluated generatively only; pick generative "
-            "benchmarks (or serve the checkpoint with vLLM)"
-        )
-    api_key = None
-    if model.api_key_secret:
-        api_key = secrets.get(model.api_key_secret)
-        if not api_key:
-            raise PreflightError(
-                f"secret {model.api_key_secret} (model.api_key_secret) is not set; add it as a team secret "
-                f"(locally: export {model.api_key_secret}=...)"
-            )
-    check_endpoint(model.base_url, model.model, api_key)
-    return api_key
 
 
 def check_endpoint(base_url: str, model: str, api_key: str | None, timeout: float = 15.0) -> None:

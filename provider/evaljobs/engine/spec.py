@@ -78,6 +78,21 @@ def plain_text(value: str | None, field: str, limit: int = MAX_TEXT) -> str | No
     return value
 
 
+def model_name(value: str) -> str:
+    if not MODEL_NAME.match(value):
+        raise ValueError(
+            f"{_short(value)} is not a model name; use letters, digits and . _ - : @ / + "
+            "(e.g. org/model-7b), without spaces or '..'"
+        )
+    return value
+
+
+def secret_name(value: str) -> str:
+    if not SECRET_NAME.match(value):
+        raise ValueError(f"{value!r} is not a secret name; use letters, digits and _ (e.g. MY_API_KEY)")
+    return value
+
+
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
@@ -124,19 +139,12 @@ class ModelSource(_Strict):
     @field_validator("model")
     @classmethod
     def _model_name(cls, value: str | None) -> str | None:
-        if value is not None and not MODEL_NAME.match(value):
-            raise ValueError(
-                f"{_short(value)} is not a model name; use letters, digits and . _ - : @ / + "
-                "(e.g. org/model-7b), without spaces or '..'"
-            )
-        return value
+        return None if value is None else model_name(value)
 
     @field_validator("api_key_secret")
     @classmethod
     def _secret_name(cls, value: str | None) -> str | None:
-        if value is not None and not SECRET_NAME.match(value):
-            raise ValueError(f"{value!r} is not a secret name; use letters, digits and _ (e.g. MY_API_KEY)")
-        return value
+        return None if value is None else secret_name(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
@@ -199,6 +207,9 @@ class Settings(_Strict):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1, le=65_536, description="None = the benchmark's default")
     seed: int = Field(1234, ge=0, le=2**31 - 1)
+    backend: Literal["lm_eval", "inspect"] = Field(
+        "lm_eval", description="the harness of benchmarks that both implement; each other runs on its own"
+    )
     concurrency: int = Field(32, ge=1, le=1024, description="requests in flight against the endpoint")
     max_retries: int = Field(8, ge=0, le=50, description="retries of a failing request (429, 5xx, drops, timeouts)")
     request_timeout: float = Field(600.0, ge=1, le=7200, description="seconds for one attempt of a request")
@@ -215,18 +226,23 @@ class Settings(_Strict):
         "top_p",
         "max_tokens",
         "seed",
+        "backend",
     )
 
     def score_hash(self) -> str:
-        """Short hash of the settings that change scores: results with equal hashes replace each other."""
+        """Short hash of the settings that change scores: results with equal hashes replace each other. The
+        default backend is left out, so results recorded before there was a choice keep their hash."""
         keyed = {name: getattr(self, name) for name in self.SCORE_FIELDS}
+        if keyed["backend"] == "lm_eval":
+            del keyed["backend"]
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class Resources(_Strict):
     """What the server gets. The reference product allows at most 2 GPUs a job."""
 
-    gpus: int = Field(0, ge=0, le=2, description="0 = CPU; tensor parallel size otherwise")
+    gpus: int = Field(0, ge=0, le=64, description="0 = CPU; tensor parallel size otherwise")
+    max_gpus: int = Field(2, ge=0, le=64, description="refuse a job asking for more GPUs (the reference allows 2)")
     max_model_len: int = Field(2048, ge=256, le=1_048_576)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     startup_timeout: float = Field(900.0, gt=0, le=7200, description="seconds to wait for /health")
@@ -241,6 +257,68 @@ class Resources(_Strict):
     kv_cache_gib: float | None = Field(
         None, gt=0, le=1024, description="KV-cache size; None = vLLM's choice on GPUs, 2 GiB on CPU"
     )
+
+    @model_validator(mode="after")
+    def _gpu_limit(self) -> Resources:
+        if self.gpus > self.max_gpus:
+            raise ValueError(
+                f"gpus {self.gpus} is over the limit of {self.max_gpus} GPUs a job (resources.max_gpus); use "
+                "fewer GPUs (the tensor parallel size), or raise max_gpus where your cluster allows it"
+            )
+        return self
+
+
+class Datasets(_Strict):
+    """Where benchmark datasets come from: the hub (gated ones with a token), or a local mirror of it.
+
+    A mirror is a folder holding hub dataset repos at their ids (``<mirror>/openai/gsm8k``, as
+    ``hf download --repo-type dataset openai/gsm8k --local-dir <mirror>/openai/gsm8k`` lays them out) and,
+    optionally, NLTK data (``<mirror>/nltk_data``); a mirrored dataset is read from it and never fetched."""
+
+    mirror: Path | None = Field(
+        default_factory=lambda: (
+            Path(os.environ["EVALJOBS_DATASET_MIRROR"]) if os.environ.get("EVALJOBS_DATASET_MIRROR") else None
+        ),
+        description="local copy of hub datasets (default $EVALJOBS_DATASET_MIRROR)",
+    )
+    hf_token_secret: str = Field("HF_TOKEN", description="the secret holding a Hugging Face token (gated datasets)")
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, value: Path | None) -> Path | None:
+        plain_text(None if value is None else str(value), "datasets.mirror")
+        return value
+
+    @field_validator("hf_token_secret")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        return secret_name(value)
+
+
+class Judge(_Strict):
+    """The model that grades judge-scored benchmarks: an OpenAI-compatible endpoint of its own, never the model
+    under test unless ``allow_model_under_test`` says so (a model grading itself inflates its scores)."""
+
+    model: str = Field("gpt-4.1-mini", description="the judge model's name at base_url")
+    base_url: str = Field("https://api.openai.com/v1", description="the judge's OpenAI-compatible endpoint")
+    api_key_secret: str | None = Field("OPENAI_API_KEY", description="the secret holding the judge's API key")
+    allow_model_under_test: bool = Field(False, description="let the model under test grade itself")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        root = http_url(value, "https://api.openai.com/v1")
+        return root if root.endswith("/v1") else root + "/v1"
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return model_name(value)
+
+    @field_validator("api_key_secret")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        return None if value is None else secret_name(value)
 
 
 class Destination(_Strict):
@@ -281,6 +359,8 @@ class JobSpec(_Strict):
     benchmarks: list[str] = Field(min_length=1, max_length=200)
     settings: Settings = Settings()
     resources: Resources = Resources()
+    datasets: Datasets = Field(default_factory=Datasets)
+    judge: Judge = Judge()
     destination: Destination = Destination()
     job_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12], pattern=r"^[\w.-]{1,64}$")
 
@@ -308,6 +388,14 @@ class JobSpec(_Strict):
         if self.model.hosted and self.resources.gpus:
             raise ValueError("resources.gpus must be 0 for a hosted model: nothing is served")
         return self
+
+    @property
+    def judged_by_model_under_test(self) -> bool:
+        """Whether the judge is the model under test: the same endpoint (hosted, or an already-running server)
+        serving the same model."""
+        model, judge = self.model, self.judge
+        url = model.base_url or model.endpoint
+        return url is not None and (url, model.model or model.display_name) == (judge.base_url, judge.model)
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> JobSpec:

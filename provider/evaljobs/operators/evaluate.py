@@ -141,6 +141,7 @@ class WandbEvalOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from evaljobs.engine.command import run_local
         from evaljobs.engine.errors import EvalJobsError
+        from evaljobs.engine.preflight import secret_names
         from evaljobs.engine.spec import JobSpec
         from evaljobs.hooks.secrets import TeamSecretsHook
         from evaljobs.hooks.wandb import WandbHook
@@ -151,7 +152,8 @@ class WandbEvalOperator(BaseOperator):
                 self._pod = self.pod_operator(spec)
                 self.check_secrets(self._pod)
                 return self._pod.execute(context)
-            secrets = TeamSecretsHook().as_env([self.api_key_secret]) if self.api_key_secret else {}
+            hook = TeamSecretsHook()  # missing ones are left to the job's preflight, which lists every problem
+            secrets = {name: value for name in secret_names(spec) if (value := hook.get(name))}
             if spec.destination.wandb != "disabled":
                 secrets |= WandbHook(self.wandb_conn_id).env(spec.destination.wandb)
             return run_local(spec, secrets, started=self._started)
@@ -160,11 +162,13 @@ class WandbEvalOperator(BaseOperator):
 
     def pod_operator(self, spec: Any) -> Any:
         """The KubernetesPodOperator that evaluates ``spec`` (a :class:`~evaljobs.engine.spec.JobSpec`) in a pod;
-        the W&B key and ``api_key_secret`` reach it as Kubernetes Secret references."""
+        the W&B key and the job's secrets (``api_key_secret``, the HF token, the judge's key) reach it as
+        Kubernetes Secret references."""
+        from evaljobs.engine.preflight import secret_names
         from evaljobs.hooks.wandb import WandbHook
         from evaljobs.kubernetes.pods import evaluation_pod, wandb_env
 
-        plain, names = {}, [self.api_key_secret] if self.api_key_secret else []
+        plain, names = {}, secret_names(spec)
         if spec.destination.wandb != "disabled":
             plain, wandb_secrets = wandb_env(WandbHook(self.wandb_conn_id).target(spec.destination.wandb))
             names += wandb_secrets
