@@ -58,7 +58,8 @@ def vllm_server(model_dir: Path, api_key: str, tmp_path_factory: pytest.TempPath
     from evaljobs.engine.spec import Resources
 
     log_dir = tmp_path_factory.mktemp("vllm")
-    with serving.start(model_dir, "smollm2", Resources(max_model_len=2048), log_dir, api_key=api_key) as server:
+    resources = Resources(max_model_len=2048, tool_call_parser="hermes")  # Inspect's tool-calling judges need one
+    with serving.start(model_dir, "smollm2", resources, log_dir, api_key=api_key) as server:
         yield server
 
 

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from tests.engine.test_catalog import ISSUE_GATED, ISSUE_JUDGE
+from tests.engine.test_catalog import INSPECT_GRADED, ISSUE_GATED, ISSUE_JUDGE
 from tests.factories import record
 
 
@@ -29,9 +29,9 @@ def test_catalog_lists_every_benchmark_with_its_category_backends_and_flags():
 
 
 def test_catalog_filters_select_the_right_sets():
-    assert set(catalog_rows("--needs-judge")) == ISSUE_JUDGE
+    assert set(catalog_rows("--needs-judge")) == ISSUE_JUDGE | INSPECT_GRADED
     assert set(catalog_rows("--gated")) == ISSUE_GATED | {"gpqa_diamond"}
-    assert len(catalog_rows("--no-judge")) == 103 and len(catalog_rows("--not-gated")) == 106
+    assert len(catalog_rows("--no-judge")) == 97 and len(catalog_rows("--not-gated")) == 106
     assert set(catalog_rows("--category", "code")) == {"bfcl", "infinite_bench_code_debug", "infinite_bench_code_run"}
     assert set(catalog_rows("--category", "safety", "--backend", "lm_eval")) == {
         "bbq",

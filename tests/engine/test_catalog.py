@@ -45,6 +45,7 @@ ISSUE_JUDGE = {
     "healthbench_consensus",
     "healthbench_hard",
 }
+INSPECT_GRADED = {"coconot", "hle", "niah", "simpleqa_verified", "strong_reject", "uccb"}
 ISSUE_GATED = {"hle", "lingoly", "lingoly_too", "mask", "personality_TRAIT"}
 TEXT = {name: category for category, names in ISSUE_TEXT_BENCHMARKS.items() for name in names.split()}
 # Catalog entries beyond the reference's 105: lm-eval's MMLU marketing subject and the rows of ../shared/benchdata.
@@ -102,7 +103,8 @@ def test_judge_gated_and_hosted_only_flags_match_the_issue():
     flagged = {
         flag: {n for n, e in catalog.entries().items() if e.get(flag)} for flag in ("judge", "gated", "hosted_only")
     }
-    assert flagged["judge"] == ISSUE_JUDGE and len(ISSUE_JUDGE) == 9
+    # inspect_evals grades these with its grader role too: flagged, so they never fall back to self-grading
+    assert flagged["judge"] == ISSUE_JUDGE | INSPECT_GRADED and len(ISSUE_JUDGE) == 9
     # gpqa_diamond is gated too: lm-eval reads it from the gated hub dataset Idavidrein/gpqa.
     assert flagged["gated"] == ISSUE_GATED | {"gpqa_diamond"} and len(ISSUE_GATED) == 5
     assert flagged["hosted_only"] == {"bfcl", "agentharm", "agentharm_benign"}

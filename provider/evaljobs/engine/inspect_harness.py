@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from evaljobs.engine.harness import BenchmarkRun, Endpoint
 from evaljobs.engine.spec import Settings
 
 PRIMARY_METRIC = "accuracy"
+USAGE_KEYS = ("calls", "cached", "input_tokens", "output_tokens", "billed_input_tokens", "billed_output_tokens")
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Judge:
     base_url: str
     model: str
     api_key: str | None = field(default=None, repr=False)
+    usd_per_million: tuple[float, float] | None = None  # (input, output) token prices, for a cost estimate
 
 
 class InspectHarness:
@@ -82,7 +85,7 @@ class InspectHarness:
                 )
         except Exception as exc:
             names = ", ".join(b.name for b in benchmarks)
-            return [HarnessError(f"benchmarks {names} failed on Inspect: {type(exc).__name__}: {_last_line(str(exc))}")]
+            return [HarnessError(f"benchmarks {names} failed on Inspect: {type(exc).__name__}: {_cause(str(exc))}")]
         seconds = time.monotonic() - started
         outcomes: list[BenchmarkRun | HarnessError] = []
         for benchmark, log in zip(benchmarks, logs, strict=True):
@@ -92,6 +95,11 @@ class InspectHarness:
                 outcomes.append(exc)
                 continue
             run.together = [b.name for b in benchmarks]
+            grader = run.harness["tokens"].get("grader")
+            if grader and self.judge and self.judge.usd_per_million:
+                prices = self.judge.usd_per_million
+                billed = grader["billed_input_tokens"] * prices[0] + grader["billed_output_tokens"] * prices[1]
+                grader["cost_usd"] = round(billed / 1e6, 6)
             outcomes.append(run)
         return outcomes
 
@@ -124,7 +132,7 @@ class InspectHarness:
 
 def _collect(benchmark: Benchmark, log: Any, seconds: float) -> BenchmarkRun:
     if log.status != "success":
-        message = _last_line(log.error.message) if log.error else log.status
+        message = _cause(log.error.message) if log.error else log.status
         raise HarnessError(f"benchmark {benchmark.name} failed on Inspect: {message} (log: {log.location})")
     scorers = log.results.scores if log.results else []
     if not scorers:
@@ -174,26 +182,28 @@ def _record(benchmark: Benchmark, sample: Any, scorer: str) -> dict[str, Any]:
 
 def _usage(log: Any) -> dict[str, dict[str, int]]:
     """Tokens per model role (``model``, ``grader``), cached answers included (Inspect's own usage leaves them
-    out), with the number of calls and how many came from the cache."""
+    out), with the number of calls, how many came from the cache, and the tokens of the others (billed)."""
     counts: dict[str, dict[str, int]] = {}
     for sample in log.samples or []:
         for event in sample.events:
             if event.event != "model" or event.output is None:
                 continue
-            role = event.role or "model"
-            count = counts.setdefault(role, {"calls": 0, "cached": 0, "input_tokens": 0, "output_tokens": 0})
+            count = counts.setdefault(event.role or "model", dict.fromkeys(USAGE_KEYS, 0))
+            cached = event.cache == "read"
             count["calls"] += 1
-            count["cached"] += event.cache == "read"
-            if event.output.usage:
-                count["input_tokens"] += event.output.usage.input_tokens
-                count["output_tokens"] += event.output.usage.output_tokens
+            count["cached"] += cached
+            if usage := event.output.usage:
+                count["input_tokens"] += usage.input_tokens
+                count["output_tokens"] += usage.output_tokens
+                count["billed_input_tokens"] += 0 if cached else usage.input_tokens
+                count["billed_output_tokens"] += 0 if cached else usage.output_tokens
     return counts
 
 
-def _last_line(message: str) -> str:
-    """The cause of an Inspect error (its first lines repeat the whole request)."""
-    lines = [line for line in message.strip().splitlines() if line.strip()]
-    return lines[-1][:2000] if lines else message
+def _cause(message: str) -> str:
+    """The cause of an Inspect error: its last paragraph (the ones before repeat the whole request, with its
+    newlines escaped when the error is a repr)."""
+    return re.split(r"(?:\\n|\n)\s*(?:\\n|\n)", message.strip())[-1].strip()[:2000]
 
 
 @contextmanager

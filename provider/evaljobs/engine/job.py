@@ -152,9 +152,11 @@ def _harnesses(
         from evaljobs.engine.inspect_harness import InspectHarness, Judge
 
         judge = spec.judge
-        grader = Judge(endpoint.base_url, endpoint.model, endpoint.api_key)  # allowed by preflight only
-        if not spec.judged_by_model_under_test:
-            grader = Judge(judge.base_url, judge.model, checked.judge_key)
+        prices = (judge.usd_per_million_input, judge.usd_per_million_output)
+        prices = None if None in prices else prices
+        grader = Judge(judge.base_url, judge.model, checked.judge_key, prices)
+        if spec.judged_by_model_under_test:  # allowed by preflight only when the job says so
+            grader = Judge(endpoint.base_url, endpoint.model, endpoint.api_key, prices)
         harness = InspectHarness(endpoint, spec.settings, cache, workdir / "inspect", grader, mirror)
         harnesses.append((harness, inspect))
     return harnesses

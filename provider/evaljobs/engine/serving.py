@@ -68,6 +68,8 @@ def vllm_command(
         command += ["--kv-cache-memory-bytes", str(int(kv_cache_gib * 2**30))]
     if resources.gpus > 1:
         command += ["--tensor-parallel-size", str(resources.gpus)]
+    if resources.tool_call_parser:
+        command += ["--enable-auto-tool-choice", "--tool-call-parser", resources.tool_call_parser]
     return command
 
 

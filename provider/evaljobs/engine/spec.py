@@ -257,6 +257,12 @@ class Resources(_Strict):
     kv_cache_gib: float | None = Field(
         None, gt=0, le=1024, description="KV-cache size; None = vLLM's choice on GPUs, 2 GiB on CPU"
     )
+    tool_call_parser: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9_]{1,64}$",
+        description="vLLM's tool-call parser for the model (hermes, llama3_json, ...): Inspect tasks and "
+        "judges that call tools need it",
+    )
 
     @model_validator(mode="after")
     def _gpu_limit(self) -> Resources:
@@ -303,6 +309,8 @@ class Judge(_Strict):
     base_url: str = Field("https://api.openai.com/v1", description="the judge's OpenAI-compatible endpoint")
     api_key_secret: str | None = Field("OPENAI_API_KEY", description="the secret holding the judge's API key")
     allow_model_under_test: bool = Field(False, description="let the model under test grade itself")
+    usd_per_million_input: float | None = Field(None, ge=0, description="judge price for the cost estimate")
+    usd_per_million_output: float | None = Field(None, ge=0, description="judge price for the cost estimate")
 
     @field_validator("base_url")
     @classmethod
