@@ -27,6 +27,7 @@ from typing import Any
 from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.harness import BenchmarkRun, Endpoint
+from evaljobs.engine.hub import environment
 from evaljobs.engine.spec import Settings
 
 PRIMARY_METRIC = "accuracy"
@@ -69,7 +70,7 @@ class InspectHarness:
 
         settings, started = self.settings, time.monotonic()
         try:
-            with _working_directory(self.mirror), _environment(INSPECT_CACHE_DIR=str(self.cache_dir)):
+            with _working_directory(self.mirror), environment(INSPECT_CACHE_DIR=str(self.cache_dir)):
                 logs = inspect_eval(
                     [f"inspect_evals/{b.inspect}" for b in benchmarks],
                     task_args={} if settings.num_fewshot is None else {"fewshot": settings.num_fewshot},
@@ -217,17 +218,3 @@ def _working_directory(folder: Path | None) -> Iterator[None]:
         yield
     finally:
         os.chdir(before)
-
-
-@contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from evaljobs import __version__
-from evaljobs.engine import leaderboard, preflight, serving, tracking
+from evaljobs.engine import hub, leaderboard, preflight, serving, tracking
 from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.harness import BenchmarkRun, Endpoint, Harness
@@ -72,7 +72,7 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
     store = ResultsStore(home)
     workdir = home / "jobs" / spec.job_id
     rows, runs, failures = [], {}, []
-    with _endpoint(spec, checked, workdir, log) as (endpoint, server):
+    with _endpoint(spec, checked, workdir, log) as (endpoint, server), hub.environment(HF_TOKEN=checked.hf_token):
         cache = home / "cache" / model_key(spec, checked.folder)
         harnesses = _harnesses(spec, checked, endpoint, server, cache, workdir)
         ours = not spec.model.hosted  # a vLLM server: ours, or one serving this checkpoint for the DAG
@@ -93,6 +93,8 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
             before = after
             finished = [o for o in outcomes if not isinstance(o, HarnessError)]
             for error in (o for o in outcomes if isinstance(o, HarnessError)):
+                if problem := hub.access_problem(error, checked.benchmarks, spec.datasets.hf_token_secret):
+                    error = HarnessError(problem)
                 if server and not server.alive():
                     error = HarnessError(f"{error}\nvLLM died; last lines of {server.log_path}:\n{server.log_tail()}")
                 failures.append(str(error))

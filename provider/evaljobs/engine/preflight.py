@@ -31,6 +31,7 @@ class Checked:
     folder: ModelFolder | None = None
     api_key: str | None = field(default=None, repr=False)
     judge_key: str | None = field(default=None, repr=False)
+    hf_token: str | None = field(default=None, repr=False)
     artifact: str | None = None  # the W&B model artifact, resolved to its version (entity/project/name:v3)
 
     @property
@@ -76,7 +77,8 @@ def run(
         artifact = f"{entity_project}/{folder.path.parent.name}:{folder.path.name}"
     judge = spec.judge
     judge_key = api_key if spec.judged_by_model_under_test else secrets.get(judge.api_key_secret or "") or None
-    return Checked(benchmarks, folder=folder, api_key=api_key, judge_key=judge_key, artifact=artifact)
+    hf_token = secrets.get(spec.datasets.hf_token_secret) or None
+    return Checked(benchmarks, folder, api_key, judge_key, hf_token, artifact)
 
 
 ADD_SECRET = "add it as a team secret (Airflow: a Variable or a Connection of that name; locally: export {name}=...)"
