@@ -202,3 +202,28 @@ def test_results_go_to_the_results_claim_when_given():
         "persistentVolumeClaim": {"claimName": "evaljobs-results"},
     }
     assert manifest["spec"]["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000}
+
+
+def test_the_dataset_mirror_claim_is_mounted_and_the_pod_reads_gated_data_from_it(monkeypatch, tmp_path):
+    """A worker's own mirror path never reaches the pod; the claim's mount does, read-only. With the gated
+    dataset mirrored, the pod needs no HF token; without the mirror it gets the token by reference."""
+    monkeypatch.setenv("EVALJOBS_DATASET_MIRROR", str(tmp_path / "worker-mirror"))
+    cluster = CLUSTER | {"secrets": CLUSTER["secrets"] | {"HF_TOKEN": "hf/token"}}
+    hosted = {"base_url": "https://llm.example.com/v1", "model": "m", "benchmarks": "lingoly"}
+    plain = pod_manifest(operator(kubernetes=cluster, **hosted))
+    assert "mirror" not in job_spec_of(plain).get("datasets", {})
+    assert env_of(containers(plain)["base"])["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+
+    mirrored = pod_manifest(operator(kubernetes=cluster | {"dataset_mirror_claim": "hub-mirror"}, **hosted))
+    assert job_spec_of(mirrored)["datasets"]["mirror"] == "/var/lib/evaljobs-mirror"
+    assert volumes(mirrored)["dataset-mirror"] == {
+        "name": "dataset-mirror",
+        "persistentVolumeClaim": {"claimName": "hub-mirror", "readOnly": True},
+    }
+    [mount] = [m for m in containers(mirrored)["base"]["volumeMounts"] if m["name"] == "dataset-mirror"]
+    assert mount == {"name": "dataset-mirror", "mountPath": "/var/lib/evaljobs-mirror", "readOnly": True}
+    # the mirror may hold the gated dataset: an unmapped HF token is then left out, not refused
+    unmapped = pod_manifest(operator(kubernetes=CLUSTER | {"dataset_mirror_claim": "hub-mirror"}, **hosted))
+    assert "HF_TOKEN" not in env_of(containers(unmapped)["base"])
+    with pytest.raises(Exception, match="secrets HF_TOKEN have no Kubernetes Secret"):
+        pod_manifest(operator(kubernetes=CLUSTER, **hosted))  # without a mirror the token must be mapped

@@ -109,6 +109,16 @@ def test_hosted_model_without_its_secret_names_it(airflow, vllm_server, tmp_path
             "gpus 3 is over the limit of 2 GPUs a job (resources.max_gpus)",
         ),
         (
+            {"benchmarks": "gsm8k", "checkpoint": "/m", "judge": {"api_key_secret": "not a name"}},
+            SpecError,
+            "api_key_secret: 'not a name' is not a secret name; use letters, digits and _",
+        ),
+        (
+            {"benchmarks": "gsm8k", "checkpoint": "/m", "datasets": {"mirorr": "/data"}},
+            SpecError,
+            "mirorr: unknown field; remove it or check its spelling",
+        ),
+        (
             {"benchmarks": "gsm8k"},
             ValueError,
             "give exactly one model source (server, checkpoint or base_url); got none",
@@ -149,4 +159,22 @@ def test_secret_names_never_values_in_the_job_spec():
 
     spec = op.job_spec({"run_id": "manual__2026-01-01T00:00:00+00:00", "ti": TI()})
     assert spec["model"] == {"model": "m", "base_url": "http://h/v1", "api_key_secret": "K", "api": "chat"}
+    assert (spec["judge"], spec["datasets"]) == ({}, {})  # the job's defaults
     assert spec["job_id"] == "manual__2026-01-01T00_00_00_00_00-t--1"
+
+
+def test_judge_and_datasets_reach_the_job_and_name_their_secrets():
+    from evaljobs.engine.preflight import secret_names
+    from evaljobs.engine.spec import JobSpec
+
+    judge = {"model": "grader-1", "base_url": "https://judge.example.com/v1", "api_key_secret": "JUDGE_KEY"}
+    hosted = {"base_url": "http://h/v1", "model": "m", "api_key_secret": "K"}
+    datasets = {"hf_token_secret": "TEAM_HF"}
+    op = WandbEvalOperator(task_id="t", benchmarks=["simpleqa", "lingoly"], judge=judge, datasets=datasets, **hosted)
+
+    class TI:
+        map_index = -1
+
+    spec = JobSpec.parse(op.job_spec({"run_id": "r", "ti": TI()}))
+    assert (spec.judge.model, spec.judge.base_url) == ("grader-1", "https://judge.example.com/v1")
+    assert secret_names(spec) == ["K", "TEAM_HF", "JUDGE_KEY"]  # what the task resolves for the job

@@ -23,6 +23,7 @@ SPEC_ANNOTATION = "evaljobs.io/spec"
 SPEC_DIR, SPEC_FILE = "/etc/evaljobs", "/etc/evaljobs/spec.json"
 XCOM_FILE = "/airflow/xcom/return.json"  # read by KubernetesPodOperator's XCom sidecar
 RESULTS_DIR = "/var/lib/evaljobs"
+MIRROR_DIR = "/var/lib/evaljobs-mirror"
 JOB_LABEL, BENCHMARK_LABEL = "evaljobs.io/job", "evaljobs.io/benchmark"
 
 
@@ -78,8 +79,12 @@ def evaluation_pod(
         )
         gpu_volumes.append(shm_volume(resources, settings))
 
-    pod_spec = spec.model_dump(mode="json", exclude_none=True, exclude={"destination": {"results_home"}})
+    # Paths of the worker mean nothing in the pod: the results home and the mirror are the pod's mounts.
+    pod_spec = spec.model_dump(
+        mode="json", exclude_none=True, exclude={"destination": {"results_home"}, "datasets": {"mirror"}}
+    )
     pod_spec["resources"]["max_model_gb"] = settings.size_limit_gb  # the pod's own preflight applies the same limit
+    volumes = [_spec_volume(), _results_volume(settings), *placement.volumes, *gpu_volumes]
     if placement.path:  # an artifact stays the checkpoint (its version is recorded), served from its folder
         where = {"folder": placement.path} if model.is_artifact else {"checkpoint": placement.path}
         pod_spec["model"] |= where | {"endpoint": endpoint, "model": model.display_name}
@@ -88,6 +93,10 @@ def evaluation_pod(
         V1VolumeMount(name="results", mount_path=RESULTS_DIR),
         *placement.mounts,
     ]
+    if settings.dataset_mirror_claim:
+        volumes.append(_mirror_volume(settings.dataset_mirror_claim))
+        mounts.append(V1VolumeMount(name="dataset-mirror", mount_path=MIRROR_DIR, read_only=True))
+        pod_spec["datasets"]["mirror"] = MIRROR_DIR
     benchmark = spec.benchmarks[0] if len(spec.benchmarks) == 1 else "several"
     return KubernetesPodOperator(
         task_id=task_id,
@@ -97,7 +106,7 @@ def evaluation_pod(
         image=settings.image,
         cmds=run_command(SPEC_FILE, XCOM_FILE, POD_PYTHON),
         env_vars=[*plain_env_vars({"EVALJOBS_HOME": RESULTS_DIR, "PYTHONUNBUFFERED": "1"} | plain_env), *env],
-        volumes=[_spec_volume(), _results_volume(settings), *placement.volumes, *gpu_volumes],
+        volumes=volumes,
         volume_mounts=mounts,
         init_containers=init_containers,
         labels={"app.kubernetes.io/name": "evaljobs", JOB_LABEL: label_value(spec.job_id)}
@@ -145,3 +154,12 @@ def _results_volume(settings: KubernetesSettings) -> Any:
         claim = V1PersistentVolumeClaimVolumeSource(claim_name=settings.results_volume_claim)
         return V1Volume(name="results", persistent_volume_claim=claim)
     return V1Volume(name="results", empty_dir=V1EmptyDirVolumeSource())
+
+
+def _mirror_volume(claim: str) -> Any:
+    from kubernetes.client import V1PersistentVolumeClaimVolumeSource, V1Volume
+
+    return V1Volume(
+        name="dataset-mirror",
+        persistent_volume_claim=V1PersistentVolumeClaimVolumeSource(claim_name=claim, read_only=True),
+    )

@@ -34,6 +34,9 @@ class KubernetesSettings(BaseModel):
     model_volume_claim: str | None = Field(None, description="PVC holding model folders (or a HF cache)")
     model_mount_path: str = Field("/models", pattern=r"^/")
     results_volume_claim: str | None = Field(None, description="PVC for the results home; None = pod-local")
+    dataset_mirror_claim: str | None = Field(
+        None, description="PVC holding a dataset mirror (datasets.mirror), mounted read-only; None = the hub"
+    )
     run_as_user: int = Field(1000, ge=1, description="the worker image's non-root user; also the volumes' group")
     vllm_port: int = Field(8000, ge=1024, le=65535)
     shm_gib: float = Field(8.0, gt=0, le=512, description="/dev/shm for vLLM, per GPU")
@@ -43,7 +46,14 @@ class KubernetesSettings(BaseModel):
         1800, ge=30, description="seconds to schedule the pod and fetch the model; vLLM start-up is added"
     )
 
-    @field_validator("namespace", "service_account", "priority_class", "model_volume_claim", "results_volume_claim")
+    @field_validator(
+        "namespace",
+        "service_account",
+        "priority_class",
+        "model_volume_claim",
+        "results_volume_claim",
+        "dataset_mirror_claim",
+    )
     @classmethod
     def _k8s_name(cls, value: str | None) -> str | None:
         if value is not None and not K8S_NAME.match(value):

@@ -24,6 +24,10 @@ class WandbEvalOperator(BaseOperator):
     :param benchmarks: a catalog name, a custom benchmark .yaml path, or a list of them
     :param settings: :class:`~evaljobs.engine.spec.Settings` fields (limit, num_fewshot, chat_template, ...)
     :param server_resources: :class:`~evaljobs.engine.spec.Resources` fields, when this task serves the checkpoint
+    :param judge: :class:`~evaljobs.engine.spec.Judge` fields (model, base_url, api_key_secret, ...) for
+        judge-scored benchmarks; the default is an OpenAI model with the team secret ``OPENAI_API_KEY``
+    :param datasets: :class:`~evaljobs.engine.spec.Datasets` fields: ``mirror`` (a local copy of hub datasets)
+        and ``hf_token_secret`` (the team secret holding the token for gated datasets)
     :param wandb_conn_id: the ``wandb`` connection (API key, host, entity); without it runs are logged offline
     :param wandb_mode: ``auto`` (online with a key, else offline), ``online``, ``offline`` or ``disabled``
     :param publish_leaderboard: update the project's leaderboard, its W&B run and the HTML report after the job;
@@ -44,6 +48,8 @@ class WandbEvalOperator(BaseOperator):
         "api",
         "project",
         "settings",
+        "judge",
+        "datasets",
         "results_home",
         "wandb_mode",
         "publish_leaderboard",
@@ -63,6 +69,8 @@ class WandbEvalOperator(BaseOperator):
         project: str = "evaljobs",
         settings: dict[str, Any] | None = None,
         server_resources: dict[str, Any] | None = None,
+        judge: dict[str, Any] | None = None,
+        datasets: dict[str, Any] | None = None,
         results_home: str | None = None,
         wandb_conn_id: str = "wandb_default",
         wandb_mode: str = "auto",
@@ -85,6 +93,7 @@ class WandbEvalOperator(BaseOperator):
         self.benchmarks, self.server, self.checkpoint = benchmarks, server, checkpoint
         self.base_url, self.model, self.api_key_secret, self.api = base_url, model, api_key_secret, api
         self.project, self.settings, self.server_resources = project, settings or {}, server_resources or {}
+        self.judge, self.datasets = judge or {}, datasets or {}
         self.results_home, self.execution_mode = results_home, execution_mode
         self.wandb_conn_id, self.wandb_mode, self.publish_leaderboard = wandb_conn_id, wandb_mode, publish_leaderboard
         self._process = None
@@ -93,10 +102,11 @@ class WandbEvalOperator(BaseOperator):
 
     def _check_static(self) -> None:
         """Fail at DAG-parse time on what is already known (untemplated names, limits, GPU counts)."""
-        from evaljobs.engine.spec import Resources, Settings, validated
+        from evaljobs.engine.spec import Datasets, Judge, Resources, Settings, validated
 
-        if not _templated(self.settings):
-            validated(Settings, self.settings)
+        for fields, model in ((self.settings, Settings), (self.judge, Judge), (self.datasets, Datasets)):
+            if not _templated(fields):
+                validated(model, fields)
         validated(Resources, self.server_resources)
         names = [self.benchmarks] if isinstance(self.benchmarks, str) else self.benchmarks
         if isinstance(names, (list, tuple)) and not any(_templated(n) for n in names):
@@ -125,6 +135,8 @@ class WandbEvalOperator(BaseOperator):
             "benchmarks": [self.benchmarks] if isinstance(self.benchmarks, str) else list(self.benchmarks),
             "settings": self.settings,
             "resources": self.server_resources,
+            "judge": self.judge,
+            "datasets": self.datasets,
             "destination": {
                 "project": self.project,
                 "wandb": self.wandb_mode,
@@ -169,6 +181,9 @@ class WandbEvalOperator(BaseOperator):
         from evaljobs.kubernetes.pods import evaluation_pod, wandb_env
 
         plain, names = {}, secret_names(spec)
+        if self.kubernetes.dataset_mirror_claim:  # it may hold the gated datasets: the HF token only when mapped
+            token = spec.datasets.hf_token_secret
+            names = [name for name in names if name != token or self.kubernetes.secret_ref(name)]
         if spec.destination.wandb != "disabled":
             plain, wandb_secrets = wandb_env(WandbHook(self.wandb_conn_id).target(spec.destination.wandb))
             names += wandb_secrets
