@@ -29,6 +29,17 @@ def test_a_hosted_model_with_a_gpu_is_refused_at_run_time_before_submission():
         op.execute(CONTEXT)  # no cluster here: reaching the submission would fail differently
 
 
+def test_what_the_catalog_forbids_is_refused_before_a_pod_is_built(monkeypatch):
+    def no_pod(*args):
+        raise AssertionError("a pod was built")
+
+    monkeypatch.setattr(WandbEvalOperator, "pod_operator", no_pod)
+    op = operator(checkpoint="/models/m", server_resources={"gpus": 1}, benchmarks=["bfcl", "gsm8k"])
+    with pytest.raises(Exception, match="benchmarks bfcl need a hosted API model") as info:
+        op.execute(CONTEXT)
+    assert "evaluate them with base_url + model, or drop them" in str(info.value)
+
+
 def test_a_model_over_the_size_limit_is_refused(model_dir):
     cluster = PVC | {"model_mount_path": str(model_dir.parent), "size_limit_gb": 0.1}
     op = operator(cluster, checkpoint=str(model_dir), server_resources={"gpus": 1, "max_model_len": 2048})

@@ -55,6 +55,7 @@ def run(
     except SpecError as exc:
         benchmarks, problems = [], list(exc.problems)
     problems += rule_problems(spec, benchmarks)
+    problems += [p for b in benchmarks if (p := nltk_problem(b, spec.datasets.mirror))]
     problems += [f"secret {name} ({why}) is not set; {ADD_SECRET.format(name=name)}"
                  for name, why in needed_secrets(spec, benchmarks).items() if not secrets.get(name)]  # fmt: skip
     api_key = secrets.get(spec.model.api_key_secret) if spec.model.api_key_secret else None
@@ -147,8 +148,19 @@ def rule_problems(spec: JobSpec, benchmarks: list[Benchmark]) -> list[str]:
                 f"{spec.judge.base_url}), which would grade itself; point judge.model/judge.base_url at another "
                 "model, or set judge.allow_model_under_test: true"
             )
-    problems += [p for b in benchmarks if (p := nltk_problem(b, spec.datasets.mirror))]
     return problems
+
+
+def catalog_problems(spec: JobSpec) -> list[str]:
+    """What preflight can tell from the spec and the catalog alone (no file, secret value, model or endpoint):
+    what the Airflow worker checks before it submits a pod, which would request GPUs."""
+    benchmarks = []
+    for name in spec.benchmarks:
+        try:
+            benchmarks.append(catalog.resolve(name).on(spec.settings.backend))
+        except LookupError:
+            continue  # refused when the spec was parsed
+    return rule_problems(spec, benchmarks)
 
 
 def nltk_problem(benchmark: Benchmark, mirror: Path | None) -> str | None:

@@ -152,15 +152,17 @@ class WandbEvalOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from evaljobs.engine.command import run_local
-        from evaljobs.engine.errors import EvalJobsError
-        from evaljobs.engine.preflight import secret_names
+        from evaljobs.engine.errors import EvalJobsError, PreflightError
+        from evaljobs.engine.preflight import catalog_problems, secret_names
         from evaljobs.engine.spec import JobSpec
         from evaljobs.hooks.secrets import TeamSecretsHook
         from evaljobs.hooks.wandb import WandbHook
 
         try:
             spec = JobSpec.parse(self.job_spec(context))
-            if self.kubernetes:
+            if self.kubernetes:  # the pod runs the full preflight; what needs no cluster is refused first
+                if problems := catalog_problems(spec):
+                    raise PreflightError(problems)
                 self._pod = self.pod_operator(spec)
                 self.check_secrets(self._pod)
                 return self._pod.execute(context)
