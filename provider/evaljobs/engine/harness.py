@@ -27,6 +27,7 @@ from typing import Any
 from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.spec import Settings
+from evaljobs.engine.tokenizer import usable
 
 
 @dataclass
@@ -72,7 +73,14 @@ def model_args(endpoint: Endpoint, settings: Settings) -> dict[str, Any]:
         "max_length": endpoint.max_length,
         "seed": settings.seed,
     }
-    if endpoint.tokenizer:
+    if endpoint.tokenizer and usable(endpoint.tokenizer) and not settings.chat_template:
+        # the folder's tokenizer.json without transformers and torch (see evaljobs.engine.tokenizer)
+        args |= {
+            "tokenizer_folder": endpoint.tokenizer,
+            "tokenizer_backend": "none",
+            "add_bos_token": adds_bos_token(endpoint.tokenizer),
+        }
+    elif endpoint.tokenizer:
         args |= {
             "tokenizer": endpoint.tokenizer,
             "tokenizer_backend": "huggingface",

@@ -179,6 +179,16 @@ def _retrying(base: type) -> type:
     class Retrying(base):
         policy: RetryPolicy
 
+        def __init__(self, *args: Any, tokenizer_folder: str | None = None, **kwargs: Any):
+            """``tokenizer_folder``: tokenize with :class:`~evaljobs.engine.tokenizer.FolderTokenizer` (then
+            give ``tokenizer_backend="none"``, so that lm-eval loads nothing itself)."""
+            super().__init__(*args, **kwargs)
+            if tokenizer_folder:
+                from evaljobs.engine.tokenizer import FolderTokenizer
+
+                self.tokenizer = FolderTokenizer(tokenizer_folder, add_special_tokens=self.add_bos_token)
+                self.tokenizer_backend, self.tokenized_requests = "remote", True
+
         async def amodel_call(self, *args: Any, **kwargs: Any) -> Any:
             return await self.policy.acall(lambda: super(Retrying, self).amodel_call(*args, **kwargs))
 
