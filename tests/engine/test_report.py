@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evaljobs.engine import leaderboard
+from evaljobs.engine import leaderboard, report
 from evaljobs.engine.errors import SpecError
 from evaljobs.engine.report import K_MAX, render_html, write_examples, write_report
 from evaljobs.engine.results import ResultsStore, slug, write_jsonl
@@ -118,7 +118,14 @@ def test_charts_have_a_bar_per_model_and_stderr_whiskers(tmp_path):
     average = re.search(r'id="average-chart">(.*?)</figure>', page, re.S).group(1)
     assert re.findall(r"<title>([^<]+)</title>", average)[0] == "gemma-2-2b: 56.7"
     heatmap = re.search(r'<div class="heatmap">(<svg.*?</svg>)', page, re.S).group(1)
-    assert "<image" in heatmap and ">56<" not in heatmap and ">61<" in heatmap  # annotated cells
+    cells = re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"><title>([^<]+)</title>', heatmap)
+    board = leaderboard.build("p", rows)
+    assert len(cells) == len(board.entries) * len(board.benchmarks)  # a cell per model and benchmark
+    assert ">56<" not in heatmap and ">61<" in heatmap  # cells carry their values, not the average's
+    missing = [title for color, title in cells if color == "#e5e7eb"]
+    assert all(title.endswith(": no result") for title in missing)
+    assert report._viridis(0.0) == "#440154" and report._viridis(1.0) == "#fde725"  # viridis' ends
+    assert report._viridis(0.55) == "#229c88"  # halfway between its 0.5 and 0.6 deciles
 
 
 def test_drilldown_shows_the_worst_and_best_examples(tmp_path):
@@ -153,12 +160,23 @@ def peak_memory(rows: list, examples: int) -> tuple[str, int]:
 def test_the_job_stores_the_worst_and_best_examples(tmp_path):
     write_examples(tmp_path, ranked_records())
     stored = json.loads((tmp_path / "examples.json").read_text(encoding="utf-8"))
-    assert stored["count"] == 26 and K_MAX == 10
-    # wrong by 4, 3, 2 (three each, earlier first), then the first wrong by 1; docs 16, 20, 25 are left out
-    assert [r["doc_id"] for r in stored["worst"]] == [15, 19, 23, 14, 18, 22, 13, 17, 21, 12]
-    # right by 3, 2.5, 2, 1.5, 1 (two each); by 0.5 (docs 0, 6) and doc 24 (right, no margin) are left out
-    assert [r["doc_id"] for r in stored["best"]] == [5, 11, 4, 10, 3, 9, 2, 8, 1, 7]
-    assert stored["worst"][0] == ranked_records()[15]  # whole records, as samples.jsonl holds them
+    assert stored["count"] == 26 and K_MAX == 5
+    # wrong by 4, 3 (three each, earlier first): the two first wrong by 3 close the five
+    assert [r["doc"] for r in stored["worst"]] == [15, 19, 23, 14, 18]
+    # right by 3, 2.5 (two each), then the first right by 2
+    assert [r["doc"] for r in stored["best"]] == [5, 11, 4, 10, 3]
+    record = ranked_records()[15]  # stored as the page shows it: choices as "B. text", the margin, in full
+    assert stored["worst"][0] == {
+        "doc": 15,
+        "task": record["task"],
+        "score": "0",
+        "passed": False,
+        "margin": "-4.00",  # wrong by 4: the correct choice's log-likelihood minus the best wrong one's
+        "input": record["input"],
+        "target": f"{chr(65 + record['target'])}. {record['choices'][record['target']].strip()}",
+        "output": f"{chr(65 + record['output'])}. {record['choices'][record['output']].strip()}",
+        "raw": None,
+    }
 
 
 def test_examples_json_gives_the_page_scanning_samples_gives(tmp_path):
@@ -167,11 +185,11 @@ def test_examples_json_gives_the_page_scanning_samples_gives(tmp_path):
     samples = {b: (b / "samples.jsonl").read_bytes() for b in bundles}
     for b in bundles:  # examples.json alone: what the page shows must come from it
         (b / "samples.jsonl").unlink()
-    stored = {k: drilldown(render_html(board, rows, examples=k)) for k in (2, 5, K_MAX)}
+    stored = {k: drilldown(render_html(board, rows, examples=k)) for k in (2, 3, K_MAX)}
     for b in bundles:  # samples.jsonl alone, as an older version wrote a bundle
         (b / "samples.jsonl").write_bytes(samples[b])
         (b / "examples.json").unlink()
-    scanned = {k: drilldown(render_html(board, rows, examples=k)) for k in (2, 5, K_MAX)}
+    scanned = {k: drilldown(render_html(board, rows, examples=k)) for k in (2, 3, K_MAX)}
     assert stored == scanned
     assert shown_docs(render_html(board, rows, examples=3), "m", "arc_challenge") == {
         "worst": [15, 19, 23],
@@ -183,8 +201,8 @@ def test_examples_json_gives_the_page_scanning_samples_gives(tmp_path):
 
 def test_more_examples_than_stored_are_scanned_for(tmp_path):
     rows = [row(tmp_path, "m", "arc_challenge", 0.5, samples=ranked_records())]
-    page = render_html(leaderboard.build("p", rows), rows, examples=K_MAX + 1)
-    assert shown_docs(page, "m", "arc_challenge")["worst"][-2:] == [12, 16]  # the 11th is not stored
+    page = render_html(leaderboard.build("p", rows), rows, examples=11)
+    assert shown_docs(page, "m", "arc_challenge")["worst"][-2:] == [12, 16]  # the 6th to 11th are not stored
 
 
 def test_a_large_samples_file_is_streamed_keeping_only_k(tmp_path):

@@ -6,17 +6,17 @@ them) and of the normalised average, a heat map models x benchmarks, the worst a
 (model, benchmark) result and what differs between settings variants.
 
 Hand-written pieces, and why:
-- the per-benchmark and average bar charts in the page are plain SVG ``<rect>`` elements: matplotlib takes
-  ~0.35 s per SVG chart, so a 100-benchmark report would take 35 s instead of well under 2 s. The PNGs
-  ``write_report`` writes are the same charts drawn by matplotlib, as is the page's heat map.
+- the page's charts (per benchmark, the average, the heat map) are plain SVG ``<rect>`` elements: matplotlib
+  takes ~0.35 s per SVG chart (the heat map ~0.8 s, and importing it ~0.6 s), so a 100-benchmark report would
+  take 35 s instead of well under 2 s. The PNGs ``write_report`` writes are the same charts drawn by matplotlib.
 - ~50 lines of JavaScript in the template: sorting the table (a sorting library would have to be vendored
   into the page to stay offline), and the drill-down. Its examples are JSON in the page, every distinct text
   stored once and turned into elements (as text nodes) when a result is chosen: pre-rendered, 100 models x
   100 benchmarks x 10 examples would be 100,000 hidden HTML blocks repeating the same prompts (~150 MB).
 
 The drill-down's examples are ranked once, when a job writes a result bundle (``write_examples``): its
-``examples.json`` holds the ``K_MAX`` worst and best records and their count, so the page parses 20 records a
-result, not every line of ``samples.jsonl`` (100 x 100 results of 50 examples: 12 s -> 2.8 s). A bundle without
+``examples.json`` holds the ``K_MAX`` worst and best records, already in the form the page shows, and their
+count, so the page reads 20 small records a result instead of ranking every line of ``samples.jsonl``. A bundle without
 that file (written by an older version) is scanned, streamed: only the k worst and k best records are ever held
 (``heapq``).
 """
@@ -27,6 +27,7 @@ import heapq
 import io
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,7 +46,8 @@ SHOWN_CHARS = 400  # longer prompts show their end (where the question is), othe
 HEATMAP_ANNOTATED_CELLS = 400  # above this many cells, values are only in the colours and the table
 HEATMAP_COLORS = "viridis"
 BAR_COLOR = "#4f6bed"
-K_MAX = 10  # worst and best examples a bundle's examples.json keeps: the most a page can show without a scan
+TEXT_FIELDS = ("input", "target", "output", "raw")  # an example's texts: stored once in the page
+K_MAX = 5  # worst and best examples a bundle's examples.json keeps (what a page shows by default; more: a scan)
 
 RowKey = tuple[str, str, str]  # (model, settings hash, benchmark)
 
@@ -77,7 +79,7 @@ def render_html(board: Leaderboard, rows: list[ResultRow], *, examples: int = 5)
         n_results=len(by_key),
         average_svg=Markup(_bars_svg(_average_bars(board), 100.0, None, 1, width=960.0)),
         charts=charts,
-        heatmap_svg=Markup(_svg(_heatmap_figure(board))) if board.entries else "",
+        heatmap_svg=Markup(_heatmap_svg(board)) if board.entries else "",
         drill_groups=[(label, list(group)) for label, group in groupby(drilldowns["sections"], itemgetter("label"))],
         drilldown_json=Markup(_script_json(drilldowns)),
         settings=_settings_table(board),
@@ -88,7 +90,8 @@ def write_examples(bundle: Path, records: Iterable[dict[str, Any]]) -> None:
     """Write ``bundle/examples.json``: the ``K_MAX`` worst and best of ``records`` (ranked as the drill-down
     ranks them) and their count, for the report to read instead of ``samples.jsonl``."""
     worst, best, count = _extremes(records, K_MAX)
-    write_json(Path(bundle) / "examples.json", {"count": count, "worst": worst, "best": best})
+    shown = {"count": count, "worst": [_shown(r) for r in worst], "best": [_shown(r) for r in best]}
+    write_json(Path(bundle) / "examples.json", shown)
 
 
 def write_report(
@@ -172,15 +175,14 @@ def _drilldowns(board: Leaderboard, by_key: dict[RowKey, ResultRow], k: int) -> 
             row = by_key.get((entry.model, entry.settings_hash, benchmark))
             if row is None:
                 continue
-            bundle = Path(row.bundle)
-            worst, best, count = _examples(bundle, k)
+            worst, best, count = _examples(row.bundle, k)
             sections.append(
                 {
                     "id": f"dd-{len(sections)}",
                     "label": entry.label,
                     "benchmark": benchmark,
                     "score": row.score,
-                    "samples": str(bundle / "samples.jsonl"),
+                    "samples": os.path.join(row.bundle, "samples.jsonl"),
                     "count": count,
                     "worst": [_example(r, texts) for r in worst],
                     "best": [_example(r, texts) for r in best],
@@ -189,14 +191,22 @@ def _drilldowns(board: Leaderboard, by_key: dict[RowKey, ResultRow], k: int) -> 
     return {"shown": SHOWN_CHARS, "texts": list(texts), "sections": sections}
 
 
-def _examples(bundle: Path, k: int) -> tuple[list[dict], list[dict], int]:
-    """A bundle's ``k`` worst and best records and its record count: from its ``examples.json`` or, without
-    one (an older version's bundle) or for ``k`` above ``K_MAX``, by scanning its ``samples.jsonl``."""
-    stored, samples = bundle / "examples.json", bundle / "samples.jsonl"
-    if k <= K_MAX and stored.is_file():
-        data = json.loads(stored.read_text(encoding="utf-8"))
-        return data["worst"][:k], data["best"][:k], data["count"]
-    return _extremes(_records(samples), k) if samples.is_file() else ([], [], 0)
+def _examples(bundle: str, k: int) -> tuple[list[dict], list[dict], int]:
+    """A bundle's ``k`` worst and best examples as shown (:func:`_shown`) and its record count: from its
+    ``examples.json`` or, without one (an older version's bundle) or for ``k`` above ``K_MAX``, by scanning its
+    ``samples.jsonl``. Plain string paths: pathlib costs more than the read for 10,000 small files."""
+    if k <= K_MAX:
+        try:
+            with open(os.path.join(bundle, "examples.json"), encoding="utf-8") as stored:
+                data = json.load(stored)
+            return data["worst"][:k], data["best"][:k], data["count"]
+        except FileNotFoundError:
+            pass
+    samples = Path(bundle) / "samples.jsonl"
+    if not samples.is_file():
+        return [], [], 0
+    worst, best, count = _extremes(_records(samples), k)
+    return [_shown(r) for r in worst], [_shown(r) for r in best], count
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
@@ -238,12 +248,8 @@ def _margin(record: dict[str, Any]) -> float:
     return lls[target] - max(lls[:target] + lls[target + 1 :])
 
 
-def _example(record: dict[str, Any], texts: dict[str, int]) -> dict[str, Any]:
-    """One record as the page's script shows it; its texts are indexes into ``texts``."""
-
-    def ref(text: str) -> int:
-        return texts.setdefault(text, len(texts))
-
+def _shown(record: dict[str, Any]) -> dict[str, Any]:
+    """One record as the page shows it, its texts in full (``examples.json`` stores examples so)."""
     choices = record.get("choices") if isinstance(record.get("choices"), list) else None
     target, output, raw = record.get("target"), record.get("output"), record.get("raw_output")
     score, margin = _rank(record)
@@ -253,11 +259,20 @@ def _example(record: dict[str, Any], texts: dict[str, int]) -> dict[str, Any]:
         "score": f"{score:g}",
         "passed": score > 0,
         "margin": f"{margin:+.2f}" if choices and record.get("loglikelihoods") else "",
-        "input": ref(str(record.get("input", ""))),
-        "target": ref(_choice(choices, target)),
-        "output": ref(_choice(choices, output)),
-        "raw": ref(str(raw)) if raw not in (None, output) else None,
+        "input": str(record.get("input", "")),
+        "target": _choice(choices, target),
+        "output": _choice(choices, output),
+        "raw": str(raw) if raw not in (None, output) else None,
     }
+
+
+def _example(shown: dict[str, Any], texts: dict[str, int]) -> dict[str, Any]:
+    """A shown example for the page's script: its texts become indexes into ``texts`` (each kept once)."""
+    example = dict(shown)
+    for field in TEXT_FIELDS:
+        if (text := shown[field]) is not None:
+            example[field] = texts.setdefault(text, len(texts))
+    return example
 
 
 def _choice(choices: list | None, value: Any) -> str:
@@ -321,6 +336,66 @@ def _bars_svg(bars: list[Bar], scale: float, baseline: float | None, digits: int
         parts.append(f"<title>random baseline: {baseline:g}</title></line>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+# viridis at 0, 0.1, ..., 1: the page's heat map interpolates these (matplotlib's colour map, for its PNG)
+VIRIDIS = ("440154", "482475", "414487", "355f8d", "2a788e", "21918c", "22a884", "44bf70", "7ad151", "bddf26", "fde725")
+MISSING_COLOR = "#e5e7eb"
+
+
+def _heatmap_svg(board: Leaderboard) -> str:
+    """Models (rank order) x benchmarks as inline SVG cells coloured by normalised score (0-100, viridis),
+    values written in the cells when there are few, a hover title on each, missing results grey."""
+    rows, columns = [_short(e.label, 36) for e in board.entries], [_short(b, 28) for b in board.benchmarks]
+    small = len(rows) * len(columns) <= HEATMAP_ANNOTATED_CELLS
+    cell = 34.0 if small else max(8.0, min(20.0, 900.0 / max(len(columns), 1)))
+    font = 11.0 if small else max(6.0, min(10.0, cell * 0.8))
+    left = 8 + 0.6 * font * max(map(len, rows))
+    top = 8 + 0.6 * font * max(map(len, columns)) * 0.6  # column labels at 35 degrees
+    width, height = left + cell * len(columns) + 70, top + cell * len(rows) + 8
+    size = f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}"'  # shrinks, never grows
+    parts = [f'<svg {size} role="img" font-size="{font:g}">']
+    for j, name in enumerate(columns):
+        x = left + (j + 0.5) * cell
+        parts.append(
+            f'<text x="{x:.1f}" y="{top - 4:.1f}" transform="rotate(-35 {x:.1f} {top - 4:.1f})">{escape(name)}</text>'
+        )
+    for i, (entry, name) in enumerate(zip(board.entries, rows, strict=True)):
+        y = top + i * cell
+        label = f'x="{left - 4:.1f}" y="{y + cell / 2:.1f}" text-anchor="end" dominant-baseline="middle"'
+        parts.append(f"<text {label}>{escape(name)}</text>")
+        for j, benchmark in enumerate(board.benchmarks):
+            value, x = entry.normalised.get(benchmark), left + j * cell
+            color = MISSING_COLOR if value is None else _viridis(value / 100)
+            shown = "no result" if value is None else f"{value:.1f}"
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell:.1f}" height="{cell:.1f}" fill="{color}">'
+                f"<title>{escape(entry.label)} / {escape(benchmark)}: {shown}</title></rect>"
+            )
+            if small and value is not None:
+                ink = "white" if value < 60 else "black"
+                parts.append(
+                    f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2:.1f}" fill="{ink}" text-anchor="middle" '
+                    f'dominant-baseline="middle">{value:.0f}</text>'
+                )
+    bar_x, bar_h = left + cell * len(columns) + 12, cell * len(rows)
+    stops = "".join(f'<stop offset="{k / 10:g}" stop-color="#{c}"/>' for k, c in enumerate(VIRIDIS))
+    parts.append(f'<defs><linearGradient id="viridis" x1="0" y1="1" x2="0" y2="0">{stops}</linearGradient></defs>')
+    parts.append(f'<rect x="{bar_x:.1f}" y="{top:.1f}" width="10" height="{bar_h:.1f}" fill="url(#viridis)"/>')
+    for tick in (0, 50, 100):
+        ty = top + bar_h * (1 - tick / 100)
+        parts.append(f'<text x="{bar_x + 14:.1f}" y="{ty:.1f}" dominant-baseline="middle">{tick}</text>')
+    parts.append("<title>normalised score (0 = random baseline, 100 = perfect)</title></svg>")
+    return "".join(parts)
+
+
+def _viridis(fraction: float) -> str:
+    """The viridis colour at ``fraction`` (0..1), interpolated between its deciles."""
+    position = min(max(fraction, 0.0), 1.0) * 10
+    low = min(int(position), 9)
+    a, b = (tuple(int(VIRIDIS[i][k : k + 2], 16) for k in (0, 2, 4)) for i in (low, low + 1))
+    t = position - low
+    return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(a, b, strict=True))
 
 
 def _heatmap_figure(board: Leaderboard):
@@ -393,17 +468,6 @@ def _figures(board: Leaderboard, rows: list[ResultRow]) -> Iterable[tuple[str, A
     yield "_heatmap", _heatmap_figure(board)
     for b in board.benchmarks:
         yield slug(b), _bar_figure(_benchmark_bars(board, by_key, b), b, 1.0, baselines.get(b))
-
-
-def _svg(figure) -> str:
-    """The figure as an inline ``<svg>`` element: no XML prolog or DOCTYPE (a URL), text kept as text."""
-    from matplotlib import rc_context
-
-    out = io.StringIO()
-    with rc_context({"svg.fonttype": "none"}):
-        figure.savefig(out, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
-    text = out.getvalue()
-    return text[text.index("<svg") :]
 
 
 def _png(figure) -> bytes:
