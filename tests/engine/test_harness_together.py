@@ -72,3 +72,19 @@ def test_a_broken_benchmark_does_not_fail_the_others(endpoint, model_dir, tmp_pa
     assert run.benchmark.name == "arc_challenge_local" and run.n_samples == ROWS and run.together == [good.name]
     assert isinstance(error, HarnessError) and str(error).startswith("benchmark broken failed:")
     assert endpoint.stats()["requests"] - before == ROWS * CHOICES
+
+
+def test_a_large_custom_benchmark_runs_in_slices_and_scores_as_in_one_call(endpoint, model_dir, tmp_path, monkeypatch):
+    from evaljobs.engine import harness as harness_module
+
+    arc = catalog.load("arc_challenge_local")
+    whole = harness(endpoint, model_dir, tmp_path / "whole").run(arc)  # one lm-eval call
+    monkeypatch.setattr(harness_module, "SLICE_ROWS", 3)
+    before = endpoint.stats()["requests"]
+    [[sliced]] = list(harness(endpoint, model_dir, tmp_path / "sliced").evaluate([arc]))  # rows 0-2, 3-5, 6-7
+    assert endpoint.stats()["requests"] - before == ROWS * CHOICES  # every row asked once
+    assert sliced.n_samples == whole.n_samples == ROWS
+    assert [r["doc_id"] for r in sliced.samples] == list(range(ROWS))
+    assert sliced.samples == whole.samples
+    assert set(sliced.metrics) == set(whole.metrics) and "acc_stderr,none" in sliced.metrics
+    assert sliced.metrics == pytest.approx(whole.metrics)  # means and standard errors from every row

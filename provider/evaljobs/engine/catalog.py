@@ -51,6 +51,7 @@ class Benchmark(BaseModel):
     dataset_dir: Path | None = None  # its local copy in the job's dataset mirror, when there is one
     inspect: str | None = None  # the inspect_evals task
     custom: Path | None = None
+    size: int | None = None  # rows of a custom benchmark
     params: dict[str, str] = {}
     config: dict[str, Any] | None = None
     judge: bool = False
@@ -216,5 +217,6 @@ def load(name: str) -> Benchmark:
             "metric": loaded.metric,
             "baseline": loaded.baseline,
             "fewshot": loaded.spec.num_fewshot,
+            "size": loaded.size,
         }
     )

@@ -138,9 +138,9 @@ class CustomBenchmarkFile(BaseModel):
 class CustomBenchmark:
     """A validated custom benchmark: its file, its rows' location, and its lm-eval task config."""
 
-    def __init__(self, path: Path, spec: CustomBenchmarkFile, data: Path, fewshot: Path | None, first_row: dict):
+    def __init__(self, path: Path, spec: CustomBenchmarkFile, data: Path, fewshot: Path | None, rows: list[dict]):
         self.path, self.spec, self.data, self.fewshot = path, spec, data, fewshot
-        self._first_row = first_row
+        self._first_row, self.size = rows[0], len(rows)
 
     @property
     def name(self) -> str:
@@ -243,7 +243,7 @@ def load(path: str | Path, params: dict[str, str] | None = None) -> CustomBenchm
         _check_rows(path, spec, read_rows(path, fewshot, "fewshot_data"))
     _check_rows(path, spec, rows)
     _check_extract(path, spec)
-    return CustomBenchmark(path, spec, data, fewshot, rows[0])
+    return CustomBenchmark(path, spec, data, fewshot, rows)
 
 
 def read_rows(path: Path, data: Path, key: str) -> list[dict]:

@@ -29,6 +29,8 @@ from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.spec import Settings
 from evaljobs.engine.tokenizer import usable
 
+SLICE_ROWS = 2000  # rows of a custom benchmark in one lm-eval call: lm-eval holds every request of a call
+
 
 @dataclass
 class Endpoint:
@@ -170,17 +172,54 @@ class Harness:
         """Evaluate ``benchmarks``, yielding outcomes as they are known: all of them from one call, or, when
         that call fails, each benchmark alone (their answers so far come from the cache), so one broken
         benchmark does not fail the others."""
-        if len(benchmarks) > 1:
+        sliced = [b for b in benchmarks if self._slices(b)]
+        together = [b for b in benchmarks if b not in sliced]
+        if len(together) > 1:
             try:
-                yield self._evaluate(benchmarks)
-                return
+                yield self._evaluate(together)
+                together = []
             except HarnessError:
                 pass
-        for benchmark in benchmarks:
+        for benchmark in together + sliced:
             try:
-                yield self._evaluate([benchmark])
+                yield [self._evaluate_in_slices(benchmark)] if benchmark in sliced else self._evaluate([benchmark])
             except HarnessError as exc:
                 yield [exc]
+
+    def _slices(self, benchmark: Benchmark) -> list[range]:
+        """The row ranges of a custom benchmark too large for one lm-eval call (none for the others)."""
+        rows = min(benchmark.size or 0, self.settings.limit or benchmark.size or 0)
+        if benchmark.custom is None or rows <= SLICE_ROWS:
+            return []
+        return [range(start, min(rows, start + SLICE_ROWS)) for start in range(0, rows, SLICE_ROWS)]
+
+    def _evaluate_in_slices(self, benchmark: Benchmark) -> BenchmarkRun:
+        """One lm-eval call a slice of rows, so memory stays flat in the number of rows: each slice's records
+        are kept, lm-eval's objects dropped. The metrics (all means, for custom benchmarks) and their standard
+        errors come from every row's values, as lm-eval computes them."""
+        from lm_eval.api.metrics import mean, mean_stderr
+
+        started, name = time.monotonic(), benchmark.name
+        self.lm.policy.retries.clear()
+        records: list[dict[str, Any]] = []
+        values: dict[tuple[str, str], list[float]] = {}
+        try:
+            for rows in self._slices(benchmark):
+                out = self._call([benchmark], samples={name: list(rows)})
+                for sample in out["samples"].get(name, []):
+                    for metric in sample["metrics"]:
+                        values.setdefault((metric, sample["filter"]), []).append(sample[metric])
+                records += _records(name, out, benchmark)
+            metrics = {f"{m},{f}": mean(v) for (m, f), v in values.items()}
+            metrics |= {f"{m}_stderr,{f}": mean_stderr(v) for (m, f), v in values.items()}
+            out |= {"results": {name: metrics}, "samples": {}, "n-samples": {name: {"effective": len(records)}}}
+            run = _collect(benchmark, out, time.monotonic() - started, records)
+        except HarnessError:
+            raise
+        except Exception as exc:
+            raise HarnessError(f"benchmark {name} failed: {type(exc).__name__}: {exc}") from exc
+        run.retries, run.together = self.lm.policy.counts(), [name]
+        return run
 
     def task_manager(self, benchmarks: list[Benchmark]) -> Any:
         """lm-eval's task index: its built-in tasks only when a benchmark names one."""
@@ -192,33 +231,11 @@ class Harness:
         return self._task_managers[registry]
 
     def _evaluate(self, benchmarks: list[Benchmark]) -> list[BenchmarkRun]:
-        import lm_eval
-
-        settings = self.settings
         names = ", ".join(b.name for b in benchmarks)
         started = time.monotonic()
         self.lm.policy.retries.clear()
         try:
-            manager = self.task_manager(benchmarks)
-            groups = set(manager.all_groups) if any(b.builtin for b in benchmarks) else set()
-            with _own_env_info():
-                out = lm_eval.simple_evaluate(
-                    model=self.lm,
-                    tasks=[task_for(b, settings, groups) for b in benchmarks],
-                    limit=settings.limit or None,
-                    log_samples=True,
-                    use_cache=self.cache,
-                    # A chat endpoint applies the model's template itself; lm-eval must send messages to it.
-                    apply_chat_template=settings.chat_template or self.chat,
-                    system_instruction=settings.system_prompt,
-                    gen_kwargs=generation_kwargs(settings),
-                    random_seed=settings.seed,
-                    numpy_random_seed=settings.seed,
-                    torch_random_seed=settings.seed,
-                    fewshot_random_seed=settings.seed,
-                    bootstrap_iters=1000,
-                    task_manager=manager,
-                )
+            out = self._call(benchmarks)
             seconds = time.monotonic() - started
             runs = [_collect(b, out, seconds) for b in benchmarks]
         except HarnessError:
@@ -230,6 +247,33 @@ class Harness:
         for run in runs:
             run.retries, run.together = retries, [b.name for b in benchmarks]
         return runs
+
+    def _call(self, benchmarks: list[Benchmark], samples: dict[str, list[int]] | None = None) -> dict[str, Any]:
+        """lm-eval's ``simple_evaluate`` of ``benchmarks`` (the rows ``samples`` names, else up to the limit)."""
+        import lm_eval
+
+        settings = self.settings
+        manager = self.task_manager(benchmarks)
+        groups = set(manager.all_groups) if any(b.builtin for b in benchmarks) else set()
+        with _own_env_info():
+            return lm_eval.simple_evaluate(
+                model=self.lm,
+                tasks=[task_for(b, settings, groups) for b in benchmarks],
+                limit=None if samples else settings.limit or None,
+                samples=samples,
+                log_samples=True,
+                use_cache=self.cache,
+                # A chat endpoint applies the model's template itself; lm-eval must send messages to it.
+                apply_chat_template=settings.chat_template or self.chat,
+                system_instruction=settings.system_prompt,
+                gen_kwargs=generation_kwargs(settings),
+                random_seed=settings.seed,
+                numpy_random_seed=settings.seed,
+                torch_random_seed=None,  # nothing here runs torch; seeding it imports it (~2 s a job)
+                fewshot_random_seed=settings.seed,
+                bootstrap_iters=1000,
+                task_manager=manager,
+            )
 
 
 @contextmanager
@@ -251,17 +295,17 @@ def _own_env_info() -> Iterator[None]:
         lm_eval.evaluator.add_env_info = original
 
 
-def _collect(benchmark: Benchmark, out: dict[str, Any], seconds: float) -> BenchmarkRun:
+def _collect(
+    benchmark: Benchmark, out: dict[str, Any], seconds: float, records: list[dict[str, Any]] | None = None
+) -> BenchmarkRun:
+    """``benchmark``'s run from lm-eval's output (``records``: its per-example records, when already made)."""
     task = benchmark.task or benchmark.name
     results = out["results"]
     if task not in results:
         raise HarnessError(f"benchmark {benchmark.name}: lm-eval returned no results for task {task!r}")
     metrics = {k: float(v) for k, v in results[task].items() if "," in k and isinstance(v, (int, float))}
     leaves = _leaf_tasks(task, out.get("group_subtasks", {}))
-    # lm-eval logs each example once per filter (gsm8k: strict-match and flexible-extract); keep the metric's
-    kept = benchmark.metric.partition(",")[2] or "none"
-    logged = out.get("samples", {})
-    samples = [_record(t, s, benchmark) for t in leaves for s in logged.get(t, []) if s.get("filter", kept) == kept]
+    samples = records if records is not None else [r for t in leaves for r in _records(t, out, benchmark)]
     n = sum(out["n-samples"][t]["effective"] for t in leaves if t in out.get("n-samples", {}))
     harness = {
         "lm_eval_version": out.get("lm_eval_version") or _version("lm_eval"),
@@ -279,6 +323,13 @@ def _leaf_tasks(task: str, groups: dict[str, list[str]]) -> list[str]:
     if task not in groups:
         return [task]
     return [leaf for sub in groups[task] for leaf in _leaf_tasks(sub, groups)]
+
+
+def _records(task: str, out: dict[str, Any], benchmark: Benchmark) -> list[dict[str, Any]]:
+    """The per-example records of ``task`` in lm-eval's output. lm-eval logs each example once per filter
+    (gsm8k: strict-match and flexible-extract): the primary metric's is kept."""
+    kept = benchmark.metric.partition(",")[2] or "none"
+    return [_record(task, s, benchmark) for s in out.get("samples", {}).get(task, []) if s.get("filter", kept) == kept]
 
 
 def _record(task: str, sample: dict[str, Any], benchmark: Benchmark) -> dict[str, Any]:
