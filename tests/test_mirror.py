@@ -103,3 +103,29 @@ def test_ifeval_from_the_mirror_scores_as_lm_eval_does(vllm_server, api_key, mir
         assert row.metrics[f"inst_level_{level}_acc,none"] == pytest.approx(sum(instructions) / len(instructions))
     for record in records:  # chat requests: the prompt is the one user message
         assert json.loads(record["input"]) == [{"role": "user", "content": rows[record["doc_id"]]["prompt"]}]
+
+
+def test_two_mirrors_of_one_dataset_are_never_mixed(data_root, tmp_path):
+    """datasets keys a local folder's cache by its layout, not its files: a job reading a mirror gets a cache
+    of its own, so a second mirror (or one updated in place) is read as it is."""
+    import datasets
+
+    from evaljobs.engine.hub import datasets_cache
+
+    rows = (data_root / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    folders = {}
+    for name, first in (("a", 0), ("b", 100)):
+        folder = tmp_path / name / "openai" / "gsm8k"
+        (folder / "main").mkdir(parents=True)
+        for split in ("test", "train"):
+            (folder / "main" / f"{split}.jsonl").write_text("\n".join(rows[first : first + 5]) + "\n")
+        (folder / "README.md").write_text(GSM8K_CARD)
+        folders[name] = str(folder)
+
+    def first_question(name: str, cache: str) -> str:
+        with datasets_cache(tmp_path / cache):
+            return datasets.load_dataset(folders[name], "main", split="test")[0]["question"]
+
+    assert first_question("a", "job-1") == json.loads(rows[0])["question"]
+    assert first_question("b", "job-2") == json.loads(rows[100])["question"]
+    assert first_question("b", "job-1") == json.loads(rows[0])["question"]  # a shared cache serves mirror a for b

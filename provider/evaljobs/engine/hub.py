@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from evaljobs.engine.catalog import Benchmark
 
@@ -25,6 +26,26 @@ def environment(**values: str | None) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def datasets_cache(folder: Path | None) -> Iterator[None]:
+    """``datasets``' cache in ``folder`` for the duration (``None``: unchanged).
+
+    The cache key of a local dataset folder does not depend on its files (datasets 5: two mirrors, or one
+    updated in place, share a key, and the first one cached is served for both), so a job that reads a mirror
+    gets a cache of its own: the mirror's files as they are now."""
+    if folder is None:
+        yield
+        return
+    import datasets.config
+
+    before = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = folder
+    try:
+        yield
+    finally:
+        datasets.config.HF_DATASETS_CACHE = before
 
 
 def access_problem(exc: BaseException, benchmarks: list[Benchmark], token_secret: str) -> str | None:

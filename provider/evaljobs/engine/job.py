@@ -72,7 +72,12 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
     store = ResultsStore(home)
     workdir = home / "jobs" / spec.job_id
     rows, runs, failures = [], {}, []
-    with _endpoint(spec, checked, workdir, log) as (endpoint, server), hub.environment(HF_TOKEN=checked.hf_token):
+    mirror_cache = workdir / "datasets" if spec.datasets.mirror else None
+    with (
+        _endpoint(spec, checked, workdir, log) as (endpoint, server),
+        hub.environment(HF_TOKEN=checked.hf_token),
+        hub.datasets_cache(mirror_cache),
+    ):
         cache = home / "cache" / model_key(spec, checked.folder)
         harnesses = _harnesses(spec, checked, endpoint, server, cache, workdir)
         ours = not spec.model.hosted  # a vLLM server: ours, or one serving this checkpoint for the DAG
