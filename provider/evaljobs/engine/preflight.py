@@ -115,16 +115,21 @@ def needed_secrets(spec: JobSpec, benchmarks: list[Benchmark]) -> dict[str, str]
     return needed
 
 
-def secret_names(spec: JobSpec) -> list[str]:
-    """The secrets ``spec`` needs, known from the catalog alone (no benchmark file is read): the ones the
-    Airflow layer resolves for the job."""
+def catalog_benchmarks(spec: JobSpec) -> list[Benchmark]:
+    """``spec``'s benchmarks as the catalog alone knows them (no benchmark file is read), on the job's backend
+    and mirror; names that do not resolve are left to the job's preflight."""
     benchmarks = []
     for name in spec.benchmarks:
         try:
             benchmarks.append(catalog.resolve(name).on(spec.settings.backend).mirrored(spec.datasets.mirror))
         except LookupError:
-            continue  # the job's preflight reports it
-    return list(needed_secrets(spec, benchmarks))
+            continue
+    return benchmarks
+
+
+def secret_names(spec: JobSpec) -> list[str]:
+    """The secrets ``spec`` needs, known from the catalog alone: the ones the Airflow layer resolves for the job."""
+    return list(needed_secrets(spec, catalog_benchmarks(spec)))
 
 
 def rule_problems(spec: JobSpec, benchmarks: list[Benchmark]) -> list[str]:
@@ -154,13 +159,7 @@ def rule_problems(spec: JobSpec, benchmarks: list[Benchmark]) -> list[str]:
 def catalog_problems(spec: JobSpec) -> list[str]:
     """What preflight can tell from the spec and the catalog alone (no file, secret value, model or endpoint):
     what the Airflow worker checks before it submits a pod, which would request GPUs."""
-    benchmarks = []
-    for name in spec.benchmarks:
-        try:
-            benchmarks.append(catalog.resolve(name).on(spec.settings.backend))
-        except LookupError:
-            continue  # refused when the spec was parsed
-    return rule_problems(spec, benchmarks)
+    return rule_problems(spec, catalog_benchmarks(spec))
 
 
 def nltk_problem(benchmark: Benchmark, mirror: Path | None) -> str | None:
