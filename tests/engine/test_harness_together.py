@@ -84,7 +84,7 @@ def test_a_large_custom_benchmark_runs_in_slices_and_scores_as_in_one_call(endpo
     [[sliced]] = list(harness(endpoint, model_dir, tmp_path / "sliced").evaluate([arc]))  # rows 0-2, 3-5, 6-7
     assert endpoint.stats()["requests"] - before == ROWS * CHOICES  # every row asked once
     assert sliced.n_samples == whole.n_samples == ROWS
-    assert [r["doc_id"] for r in sliced.samples] == list(range(ROWS))
-    assert sliced.samples == whole.samples
+    assert len(sliced.samples) == ROWS and [r["doc_id"] for r in sliced.samples] == list(range(ROWS))
+    assert list(sliced.samples) == whole.samples  # read back from the spool file
     assert set(sliced.metrics) == set(whole.metrics) and "acc_stderr,none" in sliced.metrics
     assert sliced.metrics == pytest.approx(whole.metrics)  # means and standard errors from every row

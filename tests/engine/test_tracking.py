@@ -297,6 +297,20 @@ def test_a_rerun_resumes_the_same_run_id_and_leaves_one_run_folder(tmp_path: Pat
     assert list((tmp_path / "results-2" / "wandb" / "cache").rglob("core-debug-*.log"))
 
 
+def test_calls_inside_a_session_share_its_one_wandb_service(tmp_path: Path, results_home: Path, data_root: Path):
+    bundles = [write_bundle(tmp_path / s, mmlu_samples(data_root, s, 5)) for s in MMLU_SUBJECTS]
+
+    with tracking.session(results_home / "wandb"):
+        assert os.environ["WANDB_CONFIG_DIR"] == str(results_home / "wandb" / "config")
+        runs = [tracking.log_evaluation(b, results_home, WandbTarget()) for b in bundles]
+        board = leaderboard.build("p", [])
+        tracking.log_leaderboard(board.as_dict(), results_home, WandbTarget())
+
+    assert [read_run(r.path).summary["n_samples"] for r in runs] == [5, 5]
+    # one service for the three runs: one core log (each session starts its own, see the test above)
+    assert len(list((results_home / "wandb" / "cache").rglob("core-debug-*.log"))) == 1
+
+
 def test_rows_from_runs_rebuild_the_results_of_finished_evaluation_runs(
     tmp_path: Path, results_home: Path, data_root: Path
 ):

@@ -17,8 +17,11 @@ YAML files (~10 s here) when every benchmark is a compiled custom task, and ``to
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator
+import weakref
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.spec import Settings
 from evaljobs.engine.tokenizer import usable
 
-SLICE_ROWS = 2000  # rows of a custom benchmark in one lm-eval call: lm-eval holds every request of a call
+SLICE_ROWS = 1000  # rows of a custom benchmark in one lm-eval call: lm-eval holds every request of a call
 
 
 @dataclass
@@ -44,6 +47,31 @@ class Endpoint:
     max_length: int = 2048
 
 
+class RecordsFile:
+    """Per-example records spooled to a JSON-lines file as they are made, read back one at a time: a large
+    benchmark's records are never all in memory. The file is removed when the object is dropped."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="records-", suffix=".jsonl", dir=folder)
+        os.close(fd)
+        self.path, self.count = Path(name), 0
+        weakref.finalize(self, self.path.unlink, missing_ok=True)
+
+    def extend(self, records: Iterable[dict[str, Any]]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                self.count += 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with self.path.open(encoding="utf-8") as f:
+            yield from map(json.loads, f)
+
+    def __len__(self) -> int:
+        return self.count
+
+
 @dataclass
 class BenchmarkRun:
     """The outcome of one benchmark: lm-eval's metrics and the per-example records."""
@@ -51,7 +79,7 @@ class BenchmarkRun:
     benchmark: Benchmark
     metrics: dict[str, float]
     n_samples: int
-    samples: list[dict[str, Any]]
+    samples: Iterable[dict[str, Any]]  # a list, or a RecordsFile for a benchmark evaluated in slices
     seconds: float
     harness: dict[str, Any]
     subscores: dict[str, float] = field(default_factory=dict)
@@ -162,7 +190,7 @@ class Harness:
         self.lm.policy = RetryPolicy(self.lm.base_url, settings.max_retries, settings.retry_deadline, alive=alive)
         self._task_managers: dict[bool, Any] = {}
         cache_dir.mkdir(parents=True, exist_ok=True)
-        self.cache = str(cache_dir / "requests")
+        self.cache_dir, self.cache = cache_dir, str(cache_dir / "requests")
 
     def run(self, benchmark: Benchmark) -> BenchmarkRun:
         """Evaluate one benchmark; lm-eval's errors become a :class:`HarnessError` naming the benchmark."""
@@ -195,13 +223,13 @@ class Harness:
 
     def _evaluate_in_slices(self, benchmark: Benchmark) -> BenchmarkRun:
         """One lm-eval call a slice of rows, so memory stays flat in the number of rows: each slice's records
-        are kept, lm-eval's objects dropped. The metrics (all means, for custom benchmarks) and their standard
-        errors come from every row's values, as lm-eval computes them."""
+        are spooled to a file and lm-eval's objects dropped before the next call. The metrics (all means, for
+        custom benchmarks) and their standard errors come from every row's values, as lm-eval computes them."""
         from lm_eval.api.metrics import mean, mean_stderr
 
         started, name = time.monotonic(), benchmark.name
         self.lm.policy.retries.clear()
-        records: list[dict[str, Any]] = []
+        records = RecordsFile(self.cache_dir / "spool")
         values: dict[tuple[str, str], list[float]] = {}
         try:
             for rows in self._slices(benchmark):
@@ -209,7 +237,8 @@ class Harness:
                 for sample in out["samples"].get(name, []):
                     for metric in sample["metrics"]:
                         values.setdefault((metric, sample["filter"]), []).append(sample[metric])
-                records += _records(name, out, benchmark)
+                records.extend(_records(name, out, benchmark))
+                del out["samples"]
             metrics = {f"{m},{f}": mean(v) for (m, f), v in values.items()}
             metrics |= {f"{m}_stderr,{f}": mean_stderr(v) for (m, f), v in values.items()}
             out |= {"results": {name: metrics}, "samples": {}, "n-samples": {name: {"effective": len(records)}}}
@@ -296,7 +325,7 @@ def _own_env_info() -> Iterator[None]:
 
 
 def _collect(
-    benchmark: Benchmark, out: dict[str, Any], seconds: float, records: list[dict[str, Any]] | None = None
+    benchmark: Benchmark, out: dict[str, Any], seconds: float, records: RecordsFile | None = None
 ) -> BenchmarkRun:
     """``benchmark``'s run from lm-eval's output (``records``: its per-example records, when already made)."""
     task = benchmark.task or benchmark.name

@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,15 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
     """Run ``spec`` end to end. Every finished benchmark is recorded at once, so a failure keeps them."""
     target = wandb_target(spec, secrets)
     checked = preflight.run(spec, secrets, target)
+    home = spec.destination.results_home
+    # One W&B session for the job: its runs and the leaderboard run share one service process.
+    with tracking.session(home / "wandb") if target.mode != "disabled" else nullcontext():
+        return _run_checked(spec, checked, target, log)
+
+
+def _run_checked(
+    spec: JobSpec, checked: preflight.Checked, target: tracking.WandbTarget, log: Callable[[str], None]
+) -> JobResult:
     home, project = spec.destination.results_home, spec.destination.project
     store = ResultsStore(home)
     workdir = home / "jobs" / spec.job_id
@@ -179,8 +188,6 @@ def publish(
     """The project's leaderboard (local results, plus the W&B project's runs when online); with ``write``,
     also saved as JSON/CSV, logged to the project's leaderboard run and rendered as the HTML report, under the
     project's publishing lock (jobs that finish at once take turns, so the last one publishes every row)."""
-    from contextlib import nullcontext
-
     from evaljobs.engine import report
 
     with leaderboard.publishing(project, results_home) if write else nullcontext():

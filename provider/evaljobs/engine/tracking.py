@@ -3,7 +3,7 @@ artifacts; and rebuilding result rows from a project's runs.
 
 Credentials travel in ``wandb.Settings`` / ``wandb.Api`` arguments, never through ``os.environ``. Without an
 API key runs are written offline under ``<results home>/wandb`` (upload them with ``wandb sync``). Every
-call runs in a wandb session of its own whose files stay under the results home (see :func:`_session`).
+call runs in a wandb session of its own whose files stay under the results home (see :func:`session`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -45,9 +46,10 @@ SUMMARY_FIELDS = {
 ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 PROJECT_NAME = re.compile(r"[^/\\#?%:]{1,128}")
 # wandb 0.31 has no settings for these folders: it reads them from the environment (the service process
-# inherits them when it starts), so :func:`_session` sets them for its duration only.
+# inherits them when it starts), so :func:`session` sets them for its duration only.
 ENV_DIRS = {"WANDB_CONFIG_DIR": "config", "WANDB_CACHE_DIR": "cache", "WANDB_DATA_DIR": "data"}
-_SESSION_LOCK = threading.Lock()
+_SESSION_LOCK = threading.RLock()
+_session_depth = 0  # sessions entered by the thread holding the lock
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ def fetch_rows(project: str, target: WandbTarget) -> list[ResultRow]:
     import wandb
 
     entity, name = _destination(project, target)
-    with tempfile.TemporaryDirectory(prefix="evaljobs-wandb-") as scratch, _session(Path(scratch)):
+    with tempfile.TemporaryDirectory(prefix="evaljobs-wandb-") as scratch, session(Path(scratch)):
         try:
             runs = _api(target).runs("/".join(filter(None, (entity, name))), {"jobType": "evaluation"}, lazy=False)
             return rows_from_runs(project, runs)
@@ -286,7 +288,7 @@ def download_model(ref: str, target: WandbTarget, dest_root: Path) -> Path:
             "the folder"
         )
     dest_root = Path(dest_root)
-    with _session(dest_root / ".wandb"):
+    with session(dest_root / ".wandb"):
         try:
             artifact = _api(target).artifact(ref, type="model")
         except (wandb.errors.Error, ValueError) as exc:
@@ -346,7 +348,7 @@ def _run(
 
     entity, name = _destination(project, target)
     results_home = Path(results_home)
-    with _session(results_home / "wandb"):
+    with session(results_home / "wandb"):
         run = wandb.init(project=name, entity=entity, resume="allow", settings=_settings(target, results_home), **init)
         disabled = target.mode == "disabled"
         path = None if disabled else Path(run.settings.sync_dir)
@@ -394,20 +396,31 @@ def _api(target: WandbTarget) -> Any:
 
 
 @contextmanager
-def _session(root: Path) -> Iterator[None]:
+def session(root: Path) -> Iterator[None]:
     """A wandb session of its own, writing its config, cache and staging files under ``root``, not the home
     folder. The environment variables are restored after, and ``wandb.teardown()`` ends the session's service
-    process (and its credentials), so the next session starts with its own folders. One session at a time."""
-    import wandb
-
+    process (and its credentials), so the next session starts with its own folders. One session at a time;
+    a session entered inside another joins it, so a job that holds one logs every run through one service
+    (starting it costs ~0.3 s a session). Entering costs nothing until a call imports wandb."""
+    global _session_depth
     with _SESSION_LOCK:
+        if _session_depth:
+            _session_depth += 1
+            try:
+                yield
+            finally:
+                _session_depth -= 1
+            return
         saved = {k: os.environ.get(k) for k in (*ENV_DIRS, "WANDB_SERVICE")}
         os.environ.pop("WANDB_SERVICE", None)  # a parent's service would keep the parent's folders
         os.environ.update({k: str(root / sub) for k, sub in ENV_DIRS.items()})
+        _session_depth = 1
         try:
             yield
         finally:
-            wandb.teardown()
+            _session_depth = 0
+            if "wandb" in sys.modules:
+                sys.modules["wandb"].teardown()
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
