@@ -12,7 +12,7 @@ JSON is read, and the script is run first only when that JSON is missing); their
 Targets: each DAG file parses in < 0.3 s, the provider imports in < 0.1 s, a 100 x 100 leaderboard builds in
 < 1 s, the HTML report renders in < 2 s.
 
-    .venv/bin/python bench/airflow_parse.py [--repeats 5]
+    .venv/bin/python bench/airflow_parse.py [--repeats 3]
 Prints a table and writes bench/out/airflow_parse.json.
 """
 
@@ -93,7 +93,7 @@ def slowest_imports(stderr: str, top: int = 5) -> list[tuple[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5, help="fresh processes per figure (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per figure (median)")
     args = parser.parse_args()
 
     rows, targets, result = [], [], {"repeats": args.repeats}

