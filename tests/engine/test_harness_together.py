@@ -88,3 +88,22 @@ def test_a_large_custom_benchmark_runs_in_slices_and_scores_as_in_one_call(endpo
     assert list(sliced.samples) == whole.samples  # read back from the spool file
     assert set(sliced.metrics) == set(whole.metrics) and "acc_stderr,none" in sliced.metrics
     assert sliced.metrics == pytest.approx(whole.metrics)  # means and standard errors from every row
+
+
+def test_a_sliced_benchmarks_data_is_converted_in_a_child_process_and_only_mapped_here(tmp_path, monkeypatch):
+    import datasets
+
+    from evaljobs.engine.harness import convert_in_child
+
+    cache = tmp_path / "datasets"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    arc = catalog.load("arc_challenge_local")
+    convert_in_child(arc)
+    arrows = sorted(cache.rglob("*.arrow"))
+    assert arrows  # the child wrote the Arrow cache
+
+    config = arc.task_config()  # loaded as lm-eval loads it
+    loaded = datasets.load_dataset(config["dataset_path"], **config["dataset_kwargs"], cache_dir=str(cache))
+    assert sorted(cache.rglob("*.arrow")) == arrows  # no second conversion
+    assert {f["filename"] for f in loaded["test"].cache_files} <= {str(a) for a in arrows}
+    assert len(loaded["test"]) == arc.size

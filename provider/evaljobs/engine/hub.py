@@ -30,7 +30,8 @@ def environment(**values: str | None) -> Iterator[None]:
 
 @contextmanager
 def datasets_cache(folder: Path | None) -> Iterator[None]:
-    """``datasets``' cache in ``folder`` for the duration (``None``: unchanged).
+    """``datasets``' cache in ``folder`` for the duration (``None``: unchanged), in this process and, through
+    ``HF_DATASETS_CACHE``, in the processes it starts.
 
     The cache key of a local dataset folder does not depend on its files (datasets 5: two mirrors, or one
     updated in place, share a key, and the first one cached is served for both), so a job that reads a mirror
@@ -43,7 +44,8 @@ def datasets_cache(folder: Path | None) -> Iterator[None]:
     before = datasets.config.HF_DATASETS_CACHE
     datasets.config.HF_DATASETS_CACHE = folder
     try:
-        yield
+        with environment(HF_DATASETS_CACHE=str(folder)):
+            yield
     finally:
         datasets.config.HF_DATASETS_CACHE = before
 
