@@ -121,9 +121,9 @@ def evaluate(server: serving.Server, model: Path, benchmark: str, limit: int, ca
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subject", default="marketing", help="an MMLU subject of ../shared/benchdata/mmlu")
-    parser.add_argument("--limit", type=int, default=12, help="questions of the generative job")
+    parser.add_argument("--limit", type=int, default=8, help="questions of the generative job")
     parser.add_argument(
-        "--ll-limit", type=int, default=6, help="questions of the log-likelihood job (x4 requests; ~3.5 s each)"
+        "--ll-limit", type=int, default=4, help="questions of the log-likelihood job (x4 requests; ~3.5 s each)"
     )
     parser.add_argument("--max-model-len", type=int, default=2048)
     args = parser.parse_args()

@@ -14,7 +14,7 @@ workload: GSM8K + ARC-Challenge + MMLU marketing (5-shot), --limit rows each, ge
 Tokens are vLLM's own counters (/metrics). Targets (issue 7): our job within 1.2x of the limit, >= 3x
 faster than lm-eval's defaults; the three benchmarks together faster than one after another.
 
-    .venv/bin/python bench/real_model.py [--limit 8] [--max-tokens 64]   # the issue's workload: --limit 100
+    .venv/bin/python bench/real_model.py [--limit 6] [--max-tokens 64]   # the issue's workload: --limit 100
 Prints the table and writes bench/out/real_model.json.
 """
 
@@ -133,7 +133,7 @@ async def replay(requests: list[dict[str, Any]], base_url: str, served: str, con
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--limit", type=int, default=8, help="rows per benchmark")
+    parser.add_argument("--limit", type=int, default=6, help="rows per benchmark")
     parser.add_argument("--max-tokens", type=int, default=64, help="generation cap, the same for every side")
     args = parser.parse_args()
 
