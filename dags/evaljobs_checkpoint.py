@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, Param, dag, task
 
-from evaljobs.engine.catalog import runnable_names
+from evaljobs.forms import benchmark_choices
 from evaljobs.operators.evaluate import WandbEvalOperator
+from evaljobs.operators.publish import LeaderboardPublishOperator
 from evaljobs.operators.serve import VLLMServeOperator, VLLMStopOperator
 
 # Training DAGs update this Asset; the event's extra["checkpoint"] is the new checkpoint's folder.
@@ -27,7 +28,8 @@ FORM = {
         ["gsm8k_local", "arc_challenge_local"],
         type="array",
         title="Benchmarks",
-        items={"type": "string", "enum": runnable_names()},
+        items={"type": "string", "enum": benchmark_choices()},
+        examples=benchmark_choices(),  # a multi-select in the form; the enum refuses other values
         minItems=1,
         uniqueItems=True,
     ),
@@ -77,23 +79,15 @@ def evaljobs_checkpoint():
         publish_leaderboard=False,  # the mapped tasks run at once: the leaderboard is published once, below
     ).expand(benchmarks=selected(job))
 
-    @task
-    def publish(params: dict | None = None) -> dict:
-        """The project's leaderboard: saved, logged to its W&B leaderboard run, rendered as the HTML report."""
-        from evaljobs.engine.job import publish
-        from evaljobs.engine.spec import default_results_home
-        from evaljobs.hooks.wandb import WandbHook
-
-        if not params["publish"]:
-            return {}
-        board, report = publish(params["project"], default_results_home(), WandbHook().target())
-        return board.as_dict() | {"report": str(report)}
+    publish = LeaderboardPublishOperator(
+        task_id="publish", project="{{ params.project }}", enabled="{{ params.publish }}"
+    )
 
     (
         job
         >> serve
         >> scores
-        >> publish()
+        >> publish
         >> VLLMStopOperator(task_id="stop", server=serve.output).as_teardown(setups=serve)
     )
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from evaljobs.engine.catalog import generative_names
+from evaljobs.forms import generative_choices
 from evaljobs.operators.evaluate import WandbEvalOperator
 
-GENERATIVE = generative_names()
+GENERATIVE = generative_choices()
 
 FORM = {
     "base_url": Param("https://api.openai.com/v1", type="string", pattern=r"^https?://", title="Base URL"),
@@ -21,6 +21,7 @@ FORM = {
         ["gsm8k"],
         type="array",
         items={"type": "string", "enum": GENERATIVE},
+        examples=GENERATIVE,  # a multi-select in the form; the enum refuses other values
         minItems=1,
         uniqueItems=True,
         title="Benchmarks (generative)",

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from evaljobs.engine.catalog import runnable_names
+from evaljobs.forms import benchmark_choices
 from evaljobs.operators.evaluate import WandbEvalOperator
+from evaljobs.operators.publish import LeaderboardPublishOperator
 
 CLUSTER = {
     "namespace": "evaljobs",
@@ -41,7 +42,8 @@ FORM = {
         ["gsm8k", "arc_challenge"],
         type="array",
         title="Benchmarks",
-        items={"type": "string", "enum": runnable_names()},
+        items={"type": "string", "enum": benchmark_choices()},
+        examples=benchmark_choices(),  # a multi-select in the form; the enum refuses other values
         minItems=1,
         uniqueItems=True,
     ),
@@ -76,19 +78,11 @@ def evaljobs_kubernetes():
         kubernetes=CLUSTER,
     ).expand(benchmarks=selected())
 
-    @task
-    def publish(params: dict | None = None) -> dict:
-        """The project's leaderboard from its W&B runs: saved, logged, rendered as the HTML report."""
-        from evaljobs.engine.job import publish
-        from evaljobs.engine.spec import default_results_home
-        from evaljobs.hooks.wandb import WandbHook
+    publish = LeaderboardPublishOperator(
+        task_id="publish", project="{{ params.project }}", enabled="{{ params.publish }}", wandb_mode="online"
+    )
 
-        if not params["publish"]:
-            return {}
-        board, report = publish(params["project"], default_results_home(), WandbHook().target("online"))
-        return board.as_dict() | {"report": str(report)}
-
-    scores >> publish()
+    scores >> publish
 
 
 evaljobs_kubernetes()

@@ -41,7 +41,7 @@ def evaljobs_promote():
         import json
         from datetime import UTC, datetime
 
-        from evaljobs.engine.spec import default_results_home
+        from evaljobs.forms import results_home
 
         if verdict["average"] < params["min_average"]:
             raise ValueError(f"not promoted: average {verdict['average']:.2f} < min_average {params['min_average']}")
@@ -52,7 +52,7 @@ def evaljobs_promote():
             "rank": verdict["rank"],
             "promoted_at": datetime.now(UTC).isoformat(),
         }
-        path = default_results_home() / "promotions.jsonl"
+        path = results_home() / "promotions.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -1,5 +1,5 @@
-"""Quickstart: evaluate the embedded SmolLM2-135M-Instruct, served by a local vLLM, on GSM8K, ARC-Challenge
-and one MMLU subject, and print the project's leaderboard.
+"""Quickstart: serve the embedded SmolLM2-135M-Instruct with a local vLLM, evaluate it on GSM8K, ARC-Challenge
+and one MMLU subject, publish the project's leaderboard and report, and always stop the server.
 
 With ``EVALJOBS_DATA_ROOT`` set (``make quickstart`` points it at ../shared/benchdata) the benchmarks run
 over those local rows; otherwise the catalog's hub-backed lm-eval tasks are used. Trigger it from the UI
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
-from evaljobs.engine.catalog import runnable_names
+from evaljobs.forms import benchmark_choices, embedded_model
+from evaljobs.operators.evaluate import WandbEvalOperator
+from evaljobs.operators.publish import LeaderboardPublishOperator
+from evaljobs.operators.serve import VLLMServeOperator, VLLMStopOperator
 
 LOCAL_BENCHMARKS = ["gsm8k_local", "arc_challenge_local", "mmlu_marketing_local"]
 HUB_BENCHMARKS = ["gsm8k", "arc_challenge", "mmlu_marketing"]
-EMBEDDED_MODEL = "models/smollm2-135m-instruct"
 
 
 @dag(
@@ -24,14 +26,17 @@ EMBEDDED_MODEL = "models/smollm2-135m-instruct"
     schedule=None,
     catchup=False,
     tags=["evaljobs", "example"],
+    render_template_as_native_obj=True,
     params={
-        "checkpoint": Param("", type="string", description="model folder; empty = the embedded SmolLM2"),
+        "checkpoint": Param(
+            None, type=["null", "string"], description="model folder, W&B artifact or HF repo; empty = the embedded SmolLM2"
+        ),
         "benchmarks": Param(
-            [],
+            LOCAL_BENCHMARKS if os.environ.get("EVALJOBS_DATA_ROOT") else HUB_BENCHMARKS,
             type="array",
-            examples=runnable_names(),  # the form's multi-select: what this installation can run
-            description="catalog names or custom .yaml paths; empty = "
-            "GSM8K, ARC-Challenge and MMLU marketing (local rows when EVALJOBS_DATA_ROOT is set)",
+            examples=benchmark_choices(),  # the form's multi-select: what this installation can run
+            minItems=1,
+            description="catalog names or custom .yaml paths",
         ),
         "limit": Param(40, type="integer", minimum=0, description="examples per benchmark (0 = all)"),
         "project": Param("quickstart", type="string", description="destination project"),
@@ -44,29 +49,20 @@ EMBEDDED_MODEL = "models/smollm2-135m-instruct"
     },
 )
 def evaljobs_quickstart():
-    @task
-    def evaluate(params: dict | None = None) -> dict:
-        from evaljobs.engine.command import run_local
-        from evaljobs.engine.spec import JobSpec, default_results_home
-        from evaljobs.hooks.wandb import WandbHook
-
-        home = default_results_home()
-        spec = JobSpec.parse(
-            {
-                "model": {"checkpoint": params["checkpoint"] or str(home / EMBEDDED_MODEL)},
-                "benchmarks": params["benchmarks"]
-                or (LOCAL_BENCHMARKS if os.environ.get("EVALJOBS_DATA_ROOT") else HUB_BENCHMARKS),
-                "settings": {"limit": params["limit"]},
-                "destination": {
-                    "project": params["project"],
-                    "wandb": params["wandb_mode"],
-                    "publish_leaderboard": params["publish"],
-                },
-            }
-        )
-        return run_local(spec, WandbHook().env(params["wandb_mode"]))
-
-    evaluate()
+    serve = VLLMServeOperator(task_id="serve", checkpoint="{{ params.checkpoint or '%s' }}" % embedded_model())
+    evaluate = WandbEvalOperator(
+        task_id="evaluate",
+        server=serve.output,
+        benchmarks="{{ params.benchmarks }}",
+        project="{{ params.project }}",
+        settings={"limit": "{{ params.limit }}"},
+        wandb_mode="{{ params.wandb_mode }}",
+        publish_leaderboard=False,  # published once, below
+    )
+    publish = LeaderboardPublishOperator(
+        task_id="publish", project="{{ params.project }}", enabled="{{ params.publish }}", wandb_mode="{{ params.wandb_mode }}"
+    )
+    serve >> evaluate >> publish >> VLLMStopOperator(task_id="stop", server=serve.output).as_teardown(setups=serve)
 
 
 evaljobs_quickstart()

@@ -15,14 +15,14 @@ CHECKPOINTS = Asset("evaljobs://checkpoints/smollm2")
     schedule=None,
     catchup=False,
     tags=["evaljobs", "example"],
-    params={"checkpoint": Param("", type="string", description="model folder; empty = the embedded SmolLM2")},
+    params={"checkpoint": Param(None, type=["null", "string"], description="model folder; empty = the embedded SmolLM2")},
 )
 def example_training():
     @task(outlets=[CHECKPOINTS])
     def train(params: dict | None = None, outlet_events=None) -> str:
-        from evaljobs.engine.spec import default_results_home
+        from evaljobs.forms import embedded_model
 
-        checkpoint = params["checkpoint"] or str(default_results_home() / "models" / "smollm2-135m-instruct")
+        checkpoint = params["checkpoint"] or str(embedded_model())
         outlet_events[CHECKPOINTS].extra = {"checkpoint": checkpoint, "model": "smollm2-135m-instruct"}
         return checkpoint
 

@@ -22,7 +22,11 @@ def get_provider_info() -> dict:
         "operators": [
             {
                 "integration-name": "Weights & Biases",
-                "python-modules": ["evaljobs.operators.evaluate", "evaljobs.operators.serve"],
+                "python-modules": [
+                    "evaljobs.operators.evaluate",
+                    "evaljobs.operators.serve",
+                    "evaljobs.operators.publish",
+                ],
             },
         ],
         "sensors": [{"integration-name": "Weights & Biases", "python-modules": ["evaljobs.sensors.leaderboard"]}],

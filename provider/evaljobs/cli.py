@@ -146,8 +146,7 @@ def _target(args: argparse.Namespace) -> Any:
 
     from evaljobs.engine.tracking import WandbTarget
 
-    host = args.wandb_host or os.environ.get("WANDB_BASE_URL")
-    return WandbTarget(os.environ.get("WANDB_API_KEY") or None, host, mode=getattr(args, "wandb", None) or "auto")
+    return WandbTarget.from_env(os.environ, getattr(args, "wandb", None) or "auto", args.wandb_host)
 
 
 def _resource_args(parser: argparse.ArgumentParser) -> None:

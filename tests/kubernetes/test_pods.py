@@ -87,7 +87,7 @@ def test_checkpoint_pod_serves_vllm_as_a_native_sidecar(gpus):
         "endpoint": "http://127.0.0.1:8000/v1",
         "model": "llama-8b",
     }
-    assert job_spec_of(manifest)["resources"]["max_model_gb"] == 86.0  # the pod's preflight: kubernetes.size_limit_gb
+    assert job_spec_of(manifest)["resources"]["max_model_gb"] == 86.0  # the pod's preflight: the same limit
     assert volumes(manifest)["spec"]["downwardAPI"]["items"] == [
         {"path": "spec.json", "fieldRef": {"fieldPath": "metadata.annotations['evaljobs.io/spec']"}}
     ]

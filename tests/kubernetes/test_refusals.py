@@ -41,13 +41,13 @@ def test_what_the_catalog_forbids_is_refused_before_a_pod_is_built(monkeypatch):
 
 
 def test_a_model_over_the_size_limit_is_refused(model_dir):
-    cluster = PVC | {"model_mount_path": str(model_dir.parent), "size_limit_gb": 0.1}
-    op = operator(cluster, checkpoint=str(model_dir), server_resources={"gpus": 1, "max_model_len": 2048})
+    cluster = PVC | {"model_mount_path": str(model_dir.parent)}
+    small = {"gpus": 1, "max_model_len": 2048, "max_model_gb": 0.1}
+    op = operator(cluster, checkpoint=str(model_dir), server_resources=small)
     with pytest.raises(ModelPlacementError) as info:
         op.execute(CONTEXT)
-    assert "over the 0.1 GB limit (kubernetes.size_limit_gb)" in str(info.value)
+    assert "over the 0.1 GB limit (server_resources.max_model_gb)" in str(info.value)
     assert "KV cache at 2048 tokens" in str(info.value)
-    cluster["size_limit_gb"] = 86.0
     manifest = pod_manifest(operator(cluster, checkpoint=str(model_dir), server_resources={"gpus": 1}))
     assert manifest["spec"]["initContainers"][0]["name"] == "vllm"  # the same folder fits the default limit
 

@@ -10,7 +10,7 @@ from kubernetes.client.exceptions import ApiException
 
 from evaljobs.kubernetes import server as cluster
 from evaljobs.kubernetes.model import ModelPlacementError
-from evaljobs.operators.serve import VLLMServeOperator, VLLMStopOperator
+from evaljobs.operators.serve import VLLMServeOperator, VLLMStopOperator, server_info
 from tests.kubernetes.manifests import validated
 
 CLUSTER = {
@@ -109,7 +109,7 @@ def test_wait_gives_up_at_the_deadline_with_what_to_check():
 def test_teardown_deletes_both_even_when_one_is_gone(monkeypatch):
     api = FakeApi(missing=["deployment"])
     monkeypatch.setattr("evaljobs.operators.serve._clients", lambda conn_id: (api, api))
-    xcom = {"base_url": "http://x/v1", "kubernetes": {"name": "evaljobs-vllm-1", "namespace": "evals", "conn_id": "k"}}
+    xcom = server_info("kubernetes", base_url="http://x/v1", name="evaljobs-vllm-1", namespace="evals", conn_id="k")
     VLLMStopOperator(task_id="stop", server=xcom).execute({})
     assert api.calls == [
         ("delete_namespaced_deployment", "evaljobs-vllm-1"),
@@ -145,8 +145,13 @@ def test_blocking_setup_pushes_the_in_cluster_url_that_evaluation_pods_use(monke
         "model": "llama-8b",
         "checkpoint": "/models/llama-8b",
         "artifact": None,
-        "kubernetes": {"name": name, "namespace": "evals", "conn_id": "kubernetes_default"},
-    }
+        "mode": "kubernetes",
+        "name": name,
+        "namespace": "evals",
+        "conn_id": "kubernetes_default",
+        "pid": None,
+        "log": None,
+    }  # the one ServerInfo shape: a local server sets pid and log instead
     evaluation = WandbEvalOperator(
         task_id="evaluate", server=xcom, benchmarks="gsm8k", execution_mode="kubernetes", kubernetes=CLUSTER
     )

@@ -118,8 +118,13 @@ def test_on_the_ready_event_the_operator_pushes_the_in_cluster_url(api):
         "model": "llama-8b",
         "checkpoint": "/models/llama-8b",
         "artifact": None,
-        "kubernetes": {"name": NAME, "namespace": "evals", "conn_id": "kubernetes_default"},
-    }
+        "mode": "kubernetes",
+        "name": NAME,
+        "namespace": "evals",
+        "conn_id": "kubernetes_default",
+        "pid": None,
+        "log": None,
+    }  # the one ServerInfo shape: a local server sets pid and log instead
     assert created(api) == {("deployments", NAME), ("services", NAME)}  # kept for the evaluations
 
 

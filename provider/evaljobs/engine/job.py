@@ -57,11 +57,8 @@ class JobResult:
 def wandb_target(spec: JobSpec, secrets: Mapping[str, str] | None) -> tracking.WandbTarget:
     """Where and how runs are logged: the key is the ``WANDB_API_KEY`` secret, never the process environment
     of the caller (``evaljobs run`` receives it in its own environment)."""
-    secrets = os.environ if secrets is None else secrets
     dest = spec.destination
-    host = dest.wandb_host or secrets.get("WANDB_BASE_URL") or None
-    key, entity = secrets.get("WANDB_API_KEY") or None, secrets.get("WANDB_ENTITY") or None
-    return tracking.WandbTarget(api_key=key, host=host, entity=entity, mode=dest.wandb)
+    return tracking.WandbTarget.from_env(os.environ if secrets is None else secrets, dest.wandb, dest.wandb_host)
 
 
 def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callable[[str], None] = print) -> JobResult:

@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +64,15 @@ class WandbTarget:
     @property
     def offline(self) -> bool:
         return self.mode == "offline" or (self.mode == "auto" and not self.api_key)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], mode: str = "auto", host: str | None = None) -> WandbTarget:
+        """The target of a process given ``WANDB_API_KEY``, ``WANDB_BASE_URL`` and ``WANDB_ENTITY`` (its
+        environment, or the secrets handed to it); ``host`` overrides the base URL. The one place that reads
+        them: the CLI and jobs build their target here, Airflow's :class:`~evaljobs.hooks.wandb.WandbHook`
+        hands them over as that environment."""
+        host = host or env.get("WANDB_BASE_URL") or None
+        return cls(env.get("WANDB_API_KEY") or None, host, env.get("WANDB_ENTITY") or None, mode)
 
 
 @dataclass(frozen=True)

@@ -86,19 +86,17 @@ def place_model(model: ModelSource, settings: KubernetesSettings, wandb_env: lis
     return ModelPlacement(path, [volume], [V1VolumeMount(name=MODEL_VOLUME, mount_path=root, read_only=True)])
 
 
-def check_model_size(folder: str, resources: Resources, limit_gb: float) -> None:
-    """Refuse a checkpoint whose weights + KV cache at ``resources.max_model_len`` exceed ``limit_gb``, when
-    the folder is visible from here (a model PVC also mounted on the Airflow workers); otherwise the pod's
-    own preflight checks it."""
+def check_serving(folder: str, resources: Resources, shared_server: bool = False) -> None:
+    """The one refusal of a cluster server that cannot work: no GPU (the worker image's vLLM needs one), or a
+    checkpoint over ``server_resources.max_model_gb`` when its folder is visible from here (a model PVC also
+    mounted on the Airflow workers; otherwise the pod's own preflight applies the same limit)."""
     from evaljobs.engine.modelprep import check_folder
+    from evaljobs.engine.preflight import size_problem
 
-    if not Path(folder).is_dir():
-        return
-    checked = check_folder(folder)
-    total = checked.weight_bytes + checked.kv_cache_bytes(resources.max_model_len)
-    if total > limit_gb * 1e9:
+    if resources.gpus == 0:
+        alternative = "" if shared_server else " (or evaluate against a shared VLLMServeOperator server)"
         raise ModelPlacementError(
-            f"the model needs {total / 1e9:.2f} GB (weights + KV cache at {resources.max_model_len} tokens), over "
-            f"the {limit_gb:g} GB limit (kubernetes.size_limit_gb); lower server_resources.max_model_len, use a "
-            "smaller or quantized checkpoint, or raise the limit"
+            "server_resources.gpus must be 1 or 2 in kubernetes mode: the worker image's vLLM needs a GPU" + alternative
         )
+    if Path(folder).is_dir() and (problem := size_problem(check_folder(folder), resources, "server_resources")):
+        raise ModelPlacementError(problem)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from evaljobs.kubernetes.model import ModelPlacement, ModelPlacementError, check_model_size, place_model
+from evaljobs.kubernetes.model import ModelPlacement, check_serving, place_model
 from evaljobs.kubernetes.secrets import secret_env
 from evaljobs.kubernetes.vllm import POD_PYTHON, shm_volume, vllm_container
 
@@ -67,12 +67,7 @@ def evaluation_pod(
         init_containers += placement.init_containers
     endpoint = model.base_url or model.endpoint
     if serves:
-        if resources.gpus == 0:
-            raise ModelPlacementError(
-                "server_resources.gpus must be 1 or 2 in kubernetes mode: the worker image's vLLM needs a GPU "
-                "(or evaluate against a shared VLLMServeOperator server)"
-            )
-        check_model_size(placement.path, resources, settings.size_limit_gb)
+        check_serving(placement.path, resources)
         endpoint = f"http://127.0.0.1:{settings.vllm_port}/v1"
         init_containers.append(
             vllm_container(placement.path, model.display_name, resources, settings, placement.mounts, sidecar=True)
@@ -83,7 +78,6 @@ def evaluation_pod(
     pod_spec = spec.model_dump(
         mode="json", exclude_none=True, exclude={"destination": {"results_home"}, "datasets": {"mirror"}}
     )
-    pod_spec["resources"]["max_model_gb"] = settings.size_limit_gb  # the pod's own preflight applies the same limit
     volumes = [_spec_volume(), _results_volume(settings), *placement.volumes, *gpu_volumes]
     if placement.path:  # an artifact stays the checkpoint (its version is recorded), served from its folder
         where = {"folder": placement.path} if model.is_artifact else {"checkpoint": placement.path}

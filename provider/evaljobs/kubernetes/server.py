@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowException
 
-from evaljobs.kubernetes.model import check_model_size, place_model
+from evaljobs.kubernetes.model import check_serving, place_model
 from evaljobs.kubernetes.vllm import shm_volume, vllm_container
 
 if TYPE_CHECKING:
@@ -68,12 +68,8 @@ def shared_server(
         V1ServiceSpec,
     )
 
-    from evaljobs.kubernetes.model import ModelPlacementError
-
-    if resources.gpus == 0:
-        raise ModelPlacementError("server_resources.gpus must be 1 or 2 in kubernetes mode (vLLM needs a GPU)")
     placement = place_model(model, settings, fetch_env)
-    check_model_size(placement.path, resources, settings.size_limit_gb)
+    check_serving(placement.path, resources, shared_server=True)
     labels = {"app.kubernetes.io/name": "evaljobs-vllm", SERVER_LABEL: name}
     meta = V1ObjectMeta(name=name, namespace=settings.namespace, labels=labels)
     serving = vllm_container(placement.path, served_name, resources, settings, placement.mounts, sidecar=False)

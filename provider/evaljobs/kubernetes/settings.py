@@ -40,7 +40,6 @@ class KubernetesSettings(BaseModel):
     run_as_user: int = Field(1000, ge=1, description="the worker image's non-root user; also the volumes' group")
     vllm_port: int = Field(8000, ge=1024, le=65535)
     shm_gib: float = Field(8.0, gt=0, le=512, description="/dev/shm for vLLM, per GPU")
-    size_limit_gb: float = Field(86.0, gt=0, description="weights + KV cache at max_model_len")
     kubernetes_conn_id: str = "kubernetes_default"
     startup_timeout: int = Field(
         1800, ge=30, description="seconds to schedule the pod and fetch the model; vLLM start-up is added"

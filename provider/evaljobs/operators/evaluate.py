@@ -15,7 +15,8 @@ from evaljobs.operators.serve import cluster_settings
 class WandbEvalOperator(BaseOperator):
     """Run an evaluation job and return its summary (scores, metrics, bundle paths; no secret).
 
-    Give exactly one model source: ``server`` (the XCom of :class:`VLLMServeOperator`), ``checkpoint``
+    Give exactly one model source: ``server`` (the :class:`~evaljobs.operators.serve.ServerInfo` XCom of
+    :class:`~evaljobs.operators.serve.VLLMServeOperator`), ``checkpoint``
     (served by vLLM for this task alone), or ``base_url`` + ``model`` (hosted, with ``api_key_secret`` naming
     a team secret resolved by :class:`~evaljobs.hooks.secrets.TeamSecretsHook`). Mappable:
     ``WandbEvalOperator.partial(...).expand(benchmarks=[...])`` evaluates benchmarks in parallel. A retry
@@ -31,7 +32,8 @@ class WandbEvalOperator(BaseOperator):
     :param wandb_conn_id: the ``wandb`` connection (API key, host, entity); without it runs are logged offline
     :param wandb_mode: ``auto`` (online with a key, else offline), ``online``, ``offline`` or ``disabled``
     :param publish_leaderboard: update the project's leaderboard, its W&B run and the HTML report after the job;
-        turn it off in mapped tasks and publish once downstream (``evaljobs.engine.job.publish``)
+        turn it off in mapped tasks and publish once downstream
+        (:class:`~evaljobs.operators.publish.LeaderboardPublishOperator`)
     :param execution_mode: ``local`` (a child process on the worker) or ``kubernetes`` (one pod per task, see
         :func:`evaljobs.kubernetes.pods.evaluation_pod`)
     :param kubernetes: :class:`~evaljobs.kubernetes.settings.KubernetesSettings` fields (image, namespace,
@@ -122,7 +124,7 @@ class WandbEvalOperator(BaseOperator):
         model: dict[str, Any] = {"model": self.model}
         if self.server:
             model |= {
-                "checkpoint": self.server.get("artifact") or self.server["checkpoint"],
+                "checkpoint": self.server["artifact"] or self.server["checkpoint"],
                 "endpoint": self.server["base_url"],
                 "model": self.server["model"],
             }

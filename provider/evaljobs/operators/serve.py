@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
 EXECUTION_MODES = ("local", "kubernetes")
+
+
+class ServerInfo(TypedDict):
+    """The XCom of :class:`VLLMServeOperator`: one shape for a local process and a cluster server.
+
+    ``base_url`` (the OpenAI-compatible ``.../v1``), ``model`` (the served name), ``checkpoint`` (the folder it
+    serves, on the worker or in the cluster) and ``artifact`` (the W&B artifact it came from, or None) are what
+    evaluations read; ``pid`` and ``log`` are set for a local process, ``name``, ``namespace`` and ``conn_id``
+    (its Deployment/Service and the Kubernetes connection) for a cluster server, the others None.
+    """
+
+    mode: Literal["local", "kubernetes"]
+    base_url: str
+    model: str
+    checkpoint: str
+    artifact: str | None
+    pid: int | None
+    log: str | None
+    name: str | None
+    namespace: str | None
+    conn_id: str | None
+
+
+def server_info(mode: Literal["local", "kubernetes"], **fields: Any) -> ServerInfo:
+    """A :class:`ServerInfo` with every field present (those not given are None)."""
+    return ServerInfo(mode=mode, **{key: fields.get(key) for key in ServerInfo.__annotations__ if key != "mode"})
 
 
 def cluster_settings(execution_mode: str, kubernetes: dict[str, Any] | None) -> Any:
@@ -31,7 +57,7 @@ def cluster_settings(execution_mode: str, kubernetes: dict[str, Any] | None) -> 
 
 
 class VLLMServeOperator(BaseOperator):
-    """Start vLLM's OpenAI-compatible server for a model folder and push ``{"base_url", "model", "pid"}``.
+    """Start vLLM's OpenAI-compatible server for a model folder and push its :class:`ServerInfo`.
 
     Use it as a setup task with :class:`VLLMStopOperator` as its teardown, which stops the server even when
     the evaluations fail. In ``local`` mode the server is a process on the worker, so the evaluation tasks
@@ -76,18 +102,18 @@ class VLLMServeOperator(BaseOperator):
         self.checkpoint, self.served_name, self.log_dir = checkpoint, served_name, log_dir
         self.execution_mode, self.wandb_conn_id = execution_mode, wandb_conn_id
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> ServerInfo:
         from pathlib import Path
 
         from evaljobs.engine import serving
         from evaljobs.engine.errors import EvalJobsError
-        from evaljobs.engine.preflight import checkpoint_folder, vllm_problem
+        from evaljobs.engine.preflight import checkpoint_folder, engine_problem, vllm_problem
         from evaljobs.engine.spec import ModelSource, default_results_home
         from evaljobs.hooks.wandb import WandbHook
 
         if self.kubernetes:
             return self._serve_on_cluster(context)
-        if problem := vllm_problem():
+        if problem := vllm_problem() or engine_problem():
             raise AirflowException(problem)
         try:
             source = ModelSource(checkpoint=self.checkpoint)
@@ -101,14 +127,15 @@ class VLLMServeOperator(BaseOperator):
         self.log.info(
             "vLLM serves %s at %s (pid %s, log %s)", name, server.base_url, server.process.pid, server.log_path
         )
-        return {
-            "base_url": server.base_url,
-            "model": name,
-            "checkpoint": str(folder.path),
-            "artifact": self.checkpoint if source.is_artifact else None,
-            "pid": server.process.pid,
-            "log": str(server.log_path),
-        }
+        return server_info(
+            "local",
+            base_url=server.base_url,
+            model=name,
+            checkpoint=str(folder.path),
+            artifact=self.checkpoint if source.is_artifact else None,
+            pid=server.process.pid,
+            log=str(server.log_path),
+        )
 
     def shared_server(self, context: Any) -> Any:
         """The Deployment + Service manifests of this task's server
@@ -187,20 +214,19 @@ class VLLMServeOperator(BaseOperator):
         except EvalJobsError as exc:
             raise AirflowException(str(exc)) from None
 
-    def _xcom(self, server: Any) -> dict[str, Any]:
+    def _xcom(self, server: Any) -> ServerInfo:
         from evaljobs.engine.spec import ModelSource
 
-        return {
-            "base_url": server.base_url,
-            "model": server.model,
-            "checkpoint": server.model_path,
-            "artifact": self.checkpoint if ModelSource(checkpoint=self.checkpoint).is_artifact else None,
-            "kubernetes": {
-                "name": server.name,
-                "namespace": server.namespace,
-                "conn_id": self.kubernetes.kubernetes_conn_id,
-            },
-        }
+        return server_info(
+            "kubernetes",
+            base_url=server.base_url,
+            model=server.model,
+            checkpoint=server.model_path,
+            artifact=self.checkpoint if ModelSource(checkpoint=self.checkpoint).is_artifact else None,
+            name=server.name,
+            namespace=server.namespace,
+            conn_id=self.kubernetes.kubernetes_conn_id,
+        )
 
 
 def _clients(conn_id: str) -> tuple[Any, Any]:
@@ -217,24 +243,23 @@ class VLLMStopOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("server",)
 
-    def __init__(self, *, server: Any, **kwargs: Any) -> None:
+    def __init__(self, *, server: ServerInfo | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.server = server
 
     def execute(self, context: Any) -> None:
         from evaljobs.engine.serving import stop_group
 
-        if self.server and "kubernetes" in self.server:
+        server = self.server
+        if not server:
+            self.log.info("no server to stop (the setup task did not start one)")
+        elif server["mode"] == "kubernetes":
             from evaljobs.kubernetes.server import delete
 
-            where = self.server["kubernetes"]
-            problems = delete(where["name"], where["namespace"], *_clients(where["conn_id"]))
+            problems = delete(server["name"], server["namespace"], *_clients(server["conn_id"]))
             if problems:
                 raise AirflowException("could not delete the vLLM server: " + "; ".join(problems))
-            self.log.info("deleted vLLM deployment and service %s/%s", where["namespace"], where["name"])
-            return
-        if not self.server or "pid" not in self.server:
-            self.log.info("no server to stop (the setup task did not start one)")
-            return
-        stop_group(int(self.server["pid"]))
-        self.log.info("stopped vLLM at %s (pid %s)", self.server["base_url"], self.server["pid"])
+            self.log.info("deleted vLLM deployment and service %s/%s", server["namespace"], server["name"])
+        else:
+            stop_group(int(server["pid"]))
+            self.log.info("stopped vLLM at %s (pid %s)", server["base_url"], server["pid"])

@@ -1,0 +1,32 @@
+"""What DAG files build their forms and defaults from: the benchmark names this installation offers and the
+embedded model. Part of the provider's public API, with the operators, the sensor and the hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def benchmark_choices() -> list[str]:
+    """The catalog benchmarks a form offers (see :func:`evaljobs.engine.catalog.runnable_names`)."""
+    from evaljobs.engine.catalog import runnable_names
+
+    return runnable_names()
+
+
+def generative_choices() -> list[str]:
+    """The ones a hosted chat model can take: scored generatively."""
+    from evaljobs.engine.catalog import generative_names
+
+    return generative_names()
+
+
+def embedded_model() -> Path:
+    """The folder of the embedded SmolLM2-135M-Instruct (``evaljobs prepare-model`` writes it there)."""
+    return results_home() / "models" / "smollm2-135m-instruct"
+
+
+def results_home() -> Path:
+    """Where jobs keep results, request caches and reports: ``$EVALJOBS_HOME`` or ``~/.evaljobs``."""
+    from evaljobs.engine.spec import default_results_home
+
+    return default_results_home()
