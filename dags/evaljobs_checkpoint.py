@@ -19,8 +19,8 @@ CHECKPOINTS = Asset("evaljobs://checkpoints/smollm2")
 
 FORM = {
     "checkpoint": Param(
-        "",
-        type="string",
+        None,
+        type=["null", "string"],
         title="Checkpoint folder",
         description="empty: the checkpoint of the Asset event that triggered the run",
     ),

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a GPU Kubernetes cluster: one pod per benchmark, all in parallel, each with vLLM as
 a native sidecar on its own GPUs; then publish the project's leaderboard.
 
-Cluster setup (namespace, Secrets, the model PVC, GPU node pool) is in the README's Kubernetes section. Airflow
+Cluster setup (namespace, Secrets, the model PVC, GPU node pool) is in docs/kubernetes.md. Airflow
 reaches the cluster through the ``kubernetes_default`` connection, or its in-cluster service account.
 
 Which mode: every pod here loads the model again. For B benchmarks that is B x GPUs x (load + evaluation)
