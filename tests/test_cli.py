@@ -103,8 +103,10 @@ def test_leaderboard_formats(tmp_path):
     record(tmp_path, "m", "b", score=0.5, baseline=0.25)
     out = evaljobs("leaderboard", "--project", "p", "--results-home", str(tmp_path), "--format", "csv")
     header, line = out.stdout.splitlines()
-    assert header == "rank,model,variant,average,benchmarks,evaluated_at,b"
-    assert line.startswith("1,m,,33.3333,1,20") and line.endswith(",0.5000")  # evaluated_at: an ISO time
+    assert header == (
+        "rank,model,variant,average,benchmarks,evaluated_at,b,average_ci_low,average_ci_high,b_ci_low,b_ci_high"
+    )
+    assert line.startswith("1,m,,33.3333,1,20") and line.endswith(",0.5000,-,-,-,-")  # evaluated_at: an ISO time
     target = tmp_path / "board.json"
     assert (
         evaljobs(

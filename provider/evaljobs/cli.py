@@ -122,6 +122,20 @@ def _parser() -> argparse.ArgumentParser:
     _wandb_args(board, mode=False)
     board.set_defaults(handler=_leaderboard)
 
+    compare = commands.add_parser("compare", help="paired comparison of two models on their common benchmarks")
+    compare.add_argument("--project", default="evaljobs")
+    compare.add_argument("--model", required=True, help="the model (A): deltas are A - B")
+    compare.add_argument("--baseline", required=True, help="the baseline model (B)")
+    compare.add_argument("--benchmarks", help="comma-separated; default: every benchmark both have")
+    compare.add_argument(
+        "--discordance",
+        type=float,
+        help="share of examples the models disagree on, for the MDE (default: the observed one)",
+    )
+    compare.add_argument("--results-home", type=Path)
+    compare.add_argument("--format", choices=["table", "json"], default="table")
+    compare.set_defaults(handler=_compare)
+
     report = commands.add_parser("report", help="write a project's HTML report with charts")
     report.add_argument("--project", default="evaljobs")
     report.add_argument("--results-home", type=Path)
@@ -349,6 +363,17 @@ def _leaderboard(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
     else:
         print(text.rstrip("\n"))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from evaljobs.engine.compare import compare
+    from evaljobs.engine.results import ResultsStore
+    from evaljobs.engine.spec import default_results_home
+
+    rows = ResultsStore(args.results_home or default_results_home()).rows(args.project)
+    wanted = [b.strip() for b in (args.benchmarks or "").split(",") if b.strip()]
+    result = compare(rows, args.model, args.baseline, wanted, args.project, args.discordance)
+    print(json.dumps(result.as_dict(), indent=2) if args.format == "json" else result.to_text())
 
 
 def _report(args: argparse.Namespace) -> None:

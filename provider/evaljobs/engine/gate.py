@@ -38,7 +38,7 @@ class Verdict:
 
 def evaluate(gate: Gate, results_home: str | Path) -> Verdict:
     """Check ``gate`` against the results store under ``results_home``."""
-    board = leaderboard.build(gate.project, ResultsStore(results_home).rows(gate.project))
+    board = leaderboard.build(gate.project, ResultsStore(results_home).rows(gate.project), intervals="none")
     # A model evaluated under several settings has several rows: the gate looks at its newest.
     entries: dict[str, tuple[int, leaderboard.Entry]] = {}
     for entry in board.entries:

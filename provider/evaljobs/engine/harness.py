@@ -391,6 +391,9 @@ def _record(task: str, sample: dict[str, Any], benchmark: Benchmark) -> dict[str
         "target": sample.get("target"),
         "score": sample.get(score_key),
     }
+    cluster = getattr(benchmark, "cluster", None)  # the field of a doc that names its cluster (stats.py), if declared
+    if cluster and isinstance(sample.get("doc"), dict) and cluster in sample["doc"]:
+        record["cluster"] = sample["doc"][cluster]
     if benchmark.output == "multiple_choice":
         loglikelihoods = [float(r[0]) for r in _as_list(sample["filtered_resps"])]
         record["choices"] = [a[1] for a in args]

@@ -1,6 +1,9 @@
 """The leaderboard of a project: rows = models, columns = benchmarks' primary metrics, plus a normalised
 average (random baseline -> 0, perfect -> 100, clipped at 0), as the Open LLM Leaderboard computes it.
 
+Each score and the normalised average carry a 95 % CI from the per-example scores (:mod:`stats`), when the
+results' bundles are local and the engine's statistics libraries are installed; else the CI columns are empty.
+
 A benchmark made of subtasks is normalised per subtask, then averaged. Results are only compared when they
 were obtained with the same score-relevant settings: a model evaluated with other settings (another limit,
 few-shot count, ...) is another row, labelled with what differs.
@@ -45,10 +48,22 @@ class Entry:
     normalised: dict[str, float] = field(default_factory=dict)
     evaluated_at: str = ""
     rank: int = 0
+    score_ci: dict[str, Any] = field(default_factory=dict)  # benchmark -> stats.Estimate of the score, or None
+    normalised_ci: dict[str, Any] = field(default_factory=dict)  # benchmark -> stats.Estimate, or None
 
     @property
     def average(self) -> float:
         return sum(self.normalised.values()) / len(self.normalised) if self.normalised else 0.0
+
+    @property
+    def average_ci(self) -> tuple[float, float] | None:
+        """The normalised average's 95 % CI, when every benchmark of the row has one."""
+        if not self.normalised_ci or any(self.normalised_ci.get(b) is None for b in self.normalised):
+            return None
+        from evaljobs.engine import stats
+
+        estimate = stats.average_ci([self.normalised_ci[b] for b in self.normalised])
+        return (estimate.ci_low, estimate.ci_high) if estimate else None
 
     @property
     def label(self) -> str:
@@ -78,6 +93,9 @@ class Leaderboard:
                     "scores": e.scores,
                     "normalised": {k: round(v, 4) for k, v in e.normalised.items()},
                     "evaluated_at": e.evaluated_at,
+                    "average_ci": _rounded(e.average_ci),
+                    "ci": {k: _interval(v) for k, v in e.score_ci.items()},
+                    "normalised_ci": {k: _interval(v) for k, v in e.normalised_ci.items()},
                 }
                 for e in self.entries
             ],
@@ -89,10 +107,15 @@ class Leaderboard:
     def to_csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["rank", "model", "variant", "average", "benchmarks", "evaluated_at", *self.benchmarks])
+        bounds = [f"{b}_{end}" for b in self.benchmarks for end in ("ci_low", "ci_high")]
+        head = ["rank", "model", "variant", "average", "benchmarks", "evaluated_at", *self.benchmarks]
+        writer.writerow([*head, "average_ci_low", "average_ci_high", *bounds])  # CIs after the earlier columns
         for e in self.entries:
             scores = (_cell(e.scores.get(b)) for b in self.benchmarks)
-            writer.writerow([e.rank, e.model, e.variant, f"{e.average:.4f}", len(e.scores), e.evaluated_at, *scores])
+            cis = [_cell(x) for b in self.benchmarks for x in (_interval(e.score_ci.get(b)) or (None, None))]
+            average = [_cell(x) for x in e.average_ci or (None, None)]
+            row = [e.rank, e.model, e.variant, f"{e.average:.4f}", len(e.scores), e.evaluated_at, *scores]
+            writer.writerow([*row, *average, *cis])
         return out.getvalue()
 
     def to_text(self) -> str:
@@ -111,16 +134,28 @@ class Leaderboard:
         return f"Leaderboard of project {self.project!r}\n" + "\n".join(lines)
 
 
-def build(project: str, rows: Iterable[ResultRow]) -> Leaderboard:
-    """The leaderboard from a project's rows (oldest first: a newer result of a model/benchmark wins).
+def build(project: str, rows: Iterable[ResultRow], intervals: str = "compute") -> Leaderboard:
+    """The leaderboard from a project's rows (oldest first: a newer result of a model/benchmark wins), with
+    CIs when the statistics libraries are installed: ``intervals`` "compute" reads the bundles whose CIs are
+    not cached yet, "cached" only takes cached ones, "none" leaves them out.
 
     Rows are ranked by benchmarks covered, then normalised average; equal rows share a rank (1, 2, 2, 4)."""
+    import importlib.util
+
+    if intervals != "none" and importlib.util.find_spec("statsmodels") is None:
+        intervals = "none"
+    if intervals != "none":
+        from evaljobs.engine import stats
     entries: dict[tuple[str, str], Entry] = {}
     settings: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = entries.setdefault((row.model, row.settings_hash), Entry(row.model, row.settings_hash))
         entry.scores[row.benchmark] = row.score
         entry.normalised[row.benchmark] = normalised_score(row)
+        if intervals != "none":
+            entry.score_ci[row.benchmark], entry.normalised_ci[row.benchmark] = stats.intervals(
+                row, entry.normalised[row.benchmark], compute=intervals == "compute"
+            )
         entry.evaluated_at = max(entry.evaluated_at, row.recorded_at)
         settings.setdefault(row.settings_hash, row.settings)
     variants = _variants(settings) if len(settings) > 1 else {}
@@ -177,6 +212,14 @@ def publishing(project: str, results_home: Path) -> Iterator[None]:
     with (folder / f".{slug(project)}.lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def _interval(estimate: Any) -> list[float] | None:
+    return None if estimate is None or estimate.ci_low is None else _rounded((estimate.ci_low, estimate.ci_high))
+
+
+def _rounded(bounds: tuple[float, float] | None) -> list[float] | None:
+    return None if bounds is None else [round(bounds[0], 6), round(bounds[1], 6)]
 
 
 def _cell(value: float | None, digits: int = 4) -> str:
