@@ -29,7 +29,9 @@ HUB_BENCHMARKS = ["gsm8k", "arc_challenge", "mmlu_marketing"]
     render_template_as_native_obj=True,
     params={
         "checkpoint": Param(
-            None, type=["null", "string"], description="model folder, W&B artifact or HF repo; empty = the embedded SmolLM2"
+            None,
+            type=["null", "string"],
+            description="model folder, W&B artifact or HF repo; empty = the embedded SmolLM2",
         ),
         "benchmarks": Param(
             LOCAL_BENCHMARKS if os.environ.get("EVALJOBS_DATA_ROOT") else HUB_BENCHMARKS,
@@ -49,7 +51,7 @@ HUB_BENCHMARKS = ["gsm8k", "arc_challenge", "mmlu_marketing"]
     },
 )
 def evaljobs_quickstart():
-    serve = VLLMServeOperator(task_id="serve", checkpoint="{{ params.checkpoint or '%s' }}" % embedded_model())
+    serve = VLLMServeOperator(task_id="serve", checkpoint=f"{{{{ params.checkpoint or '{embedded_model()}' }}}}")
     evaluate = WandbEvalOperator(
         task_id="evaluate",
         server=serve.output,
@@ -60,7 +62,10 @@ def evaljobs_quickstart():
         publish_leaderboard=False,  # published once, below
     )
     publish = LeaderboardPublishOperator(
-        task_id="publish", project="{{ params.project }}", enabled="{{ params.publish }}", wandb_mode="{{ params.wandb_mode }}"
+        task_id="publish",
+        project="{{ params.project }}",
+        enabled="{{ params.publish }}",
+        wandb_mode="{{ params.wandb_mode }}",
     )
     serve >> evaluate >> publish >> VLLMStopOperator(task_id="stop", server=serve.output).as_teardown(setups=serve)
 

@@ -15,7 +15,9 @@ CHECKPOINTS = Asset("evaljobs://checkpoints/smollm2")
     schedule=None,
     catchup=False,
     tags=["evaljobs", "example"],
-    params={"checkpoint": Param(None, type=["null", "string"], description="model folder; empty = the embedded SmolLM2")},
+    params={
+        "checkpoint": Param(None, type=["null", "string"], description="model folder; empty = the embedded SmolLM2")
+    },
 )
 def example_training():
     @task(outlets=[CHECKPOINTS])

@@ -36,7 +36,8 @@ bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags["evaljobs_kubernetes"]
 form = dag.params.get_param("benchmarks").schema
 partial = dag.get_task("evaluate").partial_kwargs
-kwargs = {k: v for k, v in partial.items() if k in WandbEvalOperator.template_fields or k in ("kubernetes", "server_resources", "execution_mode")}
+wanted = {*WandbEvalOperator.template_fields, "kubernetes", "server_resources", "execution_mode"}
+kwargs = {k: v for k, v in partial.items() if k in wanted}
 kwargs |= {"checkpoint": "/models/llama-8b", "project": "team/evals", "settings": {"limit": 5}, "benchmarks": ["gsm8k"]}
 op = WandbEvalOperator(task_id="evaluate", **kwargs)
 spec = JobSpec.parse(op.job_spec({"run_id": "manual__1", "ti": TI()}))
@@ -67,9 +68,11 @@ def light(tmp_path_factory) -> tuple[Path, set[str]]:
 
 
 def run(bin_: Path, *args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))
-    } | {"AIRFLOW_HOME": str(home / "airflow"), "EVALJOBS_HOME": str(home), "PATH": f"{bin_}:{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))} | {
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "EVALJOBS_HOME": str(home),
+        "PATH": f"{bin_}:{os.environ['PATH']}",
+    }
     return subprocess.run(args, capture_output=True, text=True, env=env, check=check, cwd=home)
 
 
@@ -103,7 +106,10 @@ def test_without_the_harness_the_catalog_and_validation_work(light, tmp_path):
     bin_, _ = light
     catalog = run(bin_, "evaljobs", "catalog", home=tmp_path).stdout
     assert re.search(r"^gsm8k\s", catalog, re.MULTILINE) and "112 benchmarks" in catalog
-    spec = "from evaljobs.engine.spec import JobSpec; print(JobSpec.parse({'model': {'checkpoint': '/m'}, 'benchmarks': ['gsm8k', 'hle']}).benchmarks)"
+    spec = (
+        "from evaljobs.engine.spec import JobSpec; "
+        "print(JobSpec.parse({'model': {'checkpoint': '/m'}, 'benchmarks': ['gsm8k', 'hle']}).benchmarks)"
+    )
     assert run(bin_, str(bin_ / "python"), "-c", spec, home=tmp_path).stdout.strip() == "['gsm8k', 'hle']"
 
 
@@ -115,7 +121,10 @@ def test_a_local_job_without_the_engine_extra_fails_before_any_server_starts(lig
     )  # fmt: skip
     assert out.returncode != 0
     message = out.stdout + out.stderr
-    assert "benchmark 'gsm8k' needs lm-eval, which is not installed: pip install 'airflow-provider-evaljobs[engine]'" in message
+    assert (
+        "benchmark 'gsm8k' needs lm-eval, which is not installed: pip install 'airflow-provider-evaljobs[engine]'"
+        in message
+    )
     assert "the W&B client is not installed" in message
     assert "vLLM is not installed" not in message  # vLLM is there (its own environment): only the extra is missing
     assert not list(tmp_path.rglob("*.log"))  # no server was started
@@ -123,6 +132,9 @@ def test_a_local_job_without_the_engine_extra_fails_before_any_server_starts(lig
 
 def test_importing_the_engine_never_imports_airflow():
     modules = sorted(p.stem for p in (REPO / "provider" / "evaljobs" / "engine").glob("*.py") if p.stem != "__init__")
-    probe = f"import sys; import evaljobs.cli; from evaljobs.engine import {', '.join(modules)}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'airflow'))"
+    probe = (
+        f"import sys; import evaljobs.cli; from evaljobs.engine import {', '.join(modules)}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'airflow'))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -28,6 +28,7 @@ CATEGORIES = (
     "multimodal",
 )
 BACKENDS = ("lm_eval", "inspect")
+ENGINE_EXTRA = "pip install 'airflow-provider-evaljobs[engine]' where jobs run"
 
 
 class BackendUnavailable(LookupError):
@@ -165,9 +166,6 @@ def _not_installed(backend: str, inspect_task: str | None) -> str:
             "this installation runs"
         )
     return f"needs lm-eval, which is not installed: {ENGINE_EXTRA}"
-
-
-ENGINE_EXTRA = "pip install 'airflow-provider-evaljobs[engine]' where jobs run"
 
 
 def runnable_names() -> list[str]:

@@ -58,7 +58,8 @@ class LeaderboardPublishOperator(BaseOperator):
 
         home = Path(self.results_home) if self.results_home else default_results_home()
         try:
-            board, report = publish(self.project, home, WandbHook(self.wandb_conn_id).target(self.wandb_mode), self.log.info)
+            target = WandbHook(self.wandb_conn_id).target(self.wandb_mode)
+            board, report = publish(self.project, home, target, self.log.info)
         except EvalJobsError as exc:
             raise AirflowException(str(exc)) from None
         return board.as_dict() | {"report": str(report)}
