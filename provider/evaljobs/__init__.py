@@ -31,6 +31,7 @@ def get_provider_info() -> dict:
         ],
         "sensors": [{"integration-name": "Weights & Biases", "python-modules": ["evaljobs.sensors.leaderboard"]}],
         "triggers": [{"integration-name": "Weights & Biases", "python-modules": ["evaljobs.triggers.leaderboard"]}],
+        "extra-links": ["evaljobs.operators.links.WandbRunsLink", "evaljobs.operators.links.LeaderboardLink"],
         "connection-types": [
             {"connection-type": "wandb", "hook-class-name": "evaljobs.hooks.wandb.WandbHook"},
         ],

@@ -1,6 +1,7 @@
 """The quickstart DAG parses cleanly and, run with `airflow dags test` on SQLite, records a real job."""
 
 import json
+import re
 import shutil
 
 from evaljobs.engine.results import ResultsStore
@@ -39,3 +40,19 @@ def test_dag_runs_a_job_end_to_end(airflow, model_dir, tmp_path, canaries):
     [summary] = [v for v in map(json.loads, stored["xcom"]) if isinstance(v, dict) and "scores" in v]
     assert set(summary["scores"]) == {r.benchmark for r in rows} and stored["rendered_task_instance_fields"]
     assert canary_hits(canaries, {"output": output, **stored}, tmp_path) == []
+    assert_clean_progress_log(output)
+
+
+def assert_clean_progress_log(output: str) -> None:
+    """The tasks' log lines: INFO progress lines whose counts add up to what vLLM says it answered, and no
+    WARNING or ERROR line (a successful run has no problem to report; lm-eval's bars used to show as ERROR)."""
+    tasks = output[output.index("[DAG TEST] starting task_id=serve") :]
+    assert re.findall(r"^\S+ \[(?:warning|error|critical)\s*\].*$", tasks, re.M) == []
+    progress = re.findall(r"\[info\s*\]\s+progress (\S+): (\d+)/(\d+) requests .*; all: (\d+)/(\d+) in", tasks)
+    final = {name: (int(done), int(total)) for name, done, total, *_ in progress}
+    assert sorted(final) == ["arc_challenge_local", "gsm8k_local", "mmlu_marketing_local"]
+    assert all(done == total for done, total in final.values()), final
+    assert final["gsm8k_local"] == (3, 3) and final["mmlu_marketing_local"] == (12, 12)  # 3 questions x 4 choices
+    [answered] = re.findall(r"(\d+) requests answered by the server", tasks)
+    assert sum(total for _, total in final.values()) == int(answered)
+    assert {(a, s) for *_, a, s in progress if a == s} == {("3", "3"), (str(int(answered) - 3),) * 2}

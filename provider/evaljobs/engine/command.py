@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.results import write_json
@@ -34,23 +36,49 @@ def run_local(
     spec: JobSpec,
     secrets: Mapping[str, str] | None = None,
     started: Callable[[subprocess.Popen], None] | None = None,
+    log: logging.Logger | Any = None,
 ) -> dict[str, Any]:
-    """Run ``spec`` as a child ``evaljobs run`` process (its output goes to ours); return its summary.
+    """Run ``spec`` as a child ``evaljobs run`` process; return its summary.
 
+    Each line the child writes reaches ``log`` (an Airflow task's logger; default this module's): its stdout
+    (the job's messages and progress) as INFO, its stderr (what went wrong, or a library's warning) as WARNING.
     ``secrets`` reach the child as environment only; ``started`` receives the process (to terminate it). The
     child gets SIGTERM when this process dies, even by SIGKILL, and then stops its vLLM server."""
+    log = log or logging.getLogger(__name__)
     workdir = spec.destination.results_home / "jobs" / spec.job_id
     spec_file, summary_file = workdir / "spec.json", workdir / "summary.json"
     write_json(spec_file, spec.model_dump(mode="json"))
     summary_file.unlink(missing_ok=True)
     process = subprocess.Popen(
-        run_command(spec_file, summary_file), env={**os.environ, **(secrets or {})}, preexec_fn=die_with_parent()
+        run_command(spec_file, summary_file),
+        env={**os.environ, **(secrets or {})},
+        preexec_fn=die_with_parent(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
     )
     if started:
         started(process)
-    if process.wait() != 0:
+    relays = [
+        threading.Thread(target=_relay, args=(stream, level), daemon=True)
+        for stream, level in ((process.stdout, log.info), (process.stderr, log.warning))
+    ]
+    for relay in relays:
+        relay.start()
+    process.wait()
+    for relay in relays:
+        relay.join()
+    if process.returncode != 0:
         raise HarnessError(
             f"evaluation job {spec.job_id} failed (evaljobs run exited with {process.returncode}); "
             f"its messages are above, finished benchmarks are under {spec.destination.results_home}"
         )
     return json.loads(summary_file.read_text())
+
+
+def _relay(stream: IO[str], emit: Callable[[str], None]) -> None:
+    """Each non-blank line of ``stream`` to ``emit``, as it arrives."""
+    for line in stream:
+        if line.strip():
+            emit(line.rstrip())

@@ -23,9 +23,11 @@ import sys
 import tempfile
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -176,10 +178,12 @@ class Harness:
         cache_dir: Path,
         alive: Callable[[], bool] | None = None,
         mirror: Path | None = None,
+        log: Callable[[str], None] = print,
     ):
         """``alive``: whether the server we started still runs (requests to a dead one are not retried);
-        ``mirror``: the dataset mirror, whose ``nltk_data`` folder scoring reads first."""
-        from evaljobs.engine.retrying import RetryPolicy, api_model
+        ``mirror``: the dataset mirror, whose ``nltk_data`` folder scoring reads first; ``log``: where the
+        progress lines go."""
+        from evaljobs.engine.retrying import RetryPolicy
 
         if mirror and (mirror / "nltk_data").is_dir():
             import nltk
@@ -188,8 +192,9 @@ class Harness:
 
         self.settings = settings
         self.chat = endpoint.api == "chat"
-        self.lm = api_model(endpoint.api).create_from_arg_obj(model_args(endpoint, settings), {})
+        self.lm = _tracked(endpoint.api).create_from_arg_obj(model_args(endpoint, settings), {})
         self.lm.policy = RetryPolicy(self.lm.base_url, settings.max_retries, settings.retry_deadline, alive=alive)
+        self.log = log
         self._task_managers: dict[bool, Any] = {}
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir, self.cache = cache_dir, str(cache_dir / "requests")
@@ -286,6 +291,7 @@ class Harness:
         import lm_eval
 
         settings = self.settings
+        self.lm.progress = Progress(benchmarks, self.log)
         manager = self.task_manager(benchmarks)
         groups = set(manager.all_groups) if any(b.builtin for b in benchmarks) else set()
         with _own_env_info():
@@ -307,6 +313,95 @@ class Harness:
                 bootstrap_iters=1000,
                 task_manager=manager,
             )
+
+
+class Progress:
+    """Requests answered per benchmark during one lm-eval call, logged as each benchmark passes a tenth of its
+    requests and at least every ``every`` seconds while answers arrive: done/total per benchmark, with the
+    rate and time left of all the requests being sent. lm-eval hands the model the requests its cache does not
+    hold, of every task at once and sorted by length, so one benchmark's own rate would say little. A task is
+    counted under the benchmark it belongs to (the benchmark's task or group, or a subtask named after it)."""
+
+    def __init__(self, benchmarks: list[Benchmark], log: Callable[[str], None], every: float = 15.0):
+        self.tasks = {b.task or b.name: b.name for b in benchmarks}
+        self.log, self.every = log, every
+        self.sending([], key=lambda r: r)
+
+    def benchmark(self, task: str) -> str:
+        if task in self.tasks:
+            return self.tasks[task]
+        owners = [t for t in self.tasks if task.startswith(t + "_")]
+        return self.tasks[max(owners, key=len)] if owners else task
+
+    def sending(self, requests: list[Any], key: Callable[[Any], Any]) -> None:
+        """``requests`` (lm-eval ``Instance`` objects) are about to be sent; ``key`` gives each one's cache key."""
+        self.waiting: dict[Any, list[str]] = {}  # a request's cache key -> the benchmarks that sent it
+        self.total: Counter[str] = Counter()
+        for request in requests:
+            name = self.benchmark(request.task_name)
+            self.waiting.setdefault(key(request), []).append(name)
+            self.total[name] += 1
+        self.done: Counter[str] = Counter()
+        self.began = self.shown_at = time.monotonic()
+        self.shown: Counter[str] = Counter()  # each benchmark's count at its last line
+        if requests:
+            listed = ", ".join(f"{name} {count}" for name, count in self.total.items())
+            self.log(f"    requests to send (the others are in the cache): {listed}")
+
+    def answered(self, key: Any) -> None:
+        names = self.waiting.get(key)
+        if not names:
+            return
+        name = names.pop()
+        self.done[name] += 1
+        done, total, now = self.done[name], self.total[name], time.monotonic()
+        if done == total or done * 10 // total > self.shown[name] * 10 // total or now - self.shown_at >= self.every:
+            self.shown[name], self.shown_at = done, now
+            self.log(self.line(name, now))
+
+    def line(self, name: str, now: float) -> str:
+        done, total = self.done[name], self.total[name]
+        sent, answered, seconds = self.total.total(), self.done.total(), now - self.began
+        rate = answered / seconds if seconds > 0 else 0.0
+        left = f", {(sent - answered) / rate:.0f} s left" if rate and answered < sent else ""
+        return (
+            f"    progress {name}: {done}/{total} requests ({100 * done // total} %); "
+            f"all: {answered}/{sent} in {seconds:.1f} s, {rate:.1f} requests/s{left}"
+        )
+
+
+class _CountingHook:
+    """lm-eval's cache hook, which the model calls with each answer as it arrives, telling the model's
+    :class:`Progress` too."""
+
+    def __init__(self, hook: Any, model: Any):
+        self.hook, self.model = hook, model
+
+    def add_partial(self, attr: str, req: Any, res: Any) -> None:
+        self.hook.add_partial(attr, req, res)
+        self.model.progress.answered(req[0] if attr == "generate_until" else req)
+
+
+@cache
+def _tracked(api: str) -> type:
+    """The retrying lm-eval API model of ``api``, reporting its answers to its ``progress`` (its own bars off)."""
+    from evaljobs.engine.retrying import api_model
+
+    class Tracked(api_model(api)):
+        progress: Progress
+
+        def set_cache_hook(self, cache_hook: Any) -> None:
+            super().set_cache_hook(_CountingHook(cache_hook, self))
+
+        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+            self.progress.sending(requests, lambda r: r.args)
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+            self.progress.sending(requests, lambda r: r.args[0])
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return Tracked
 
 
 def convert_in_child(benchmark: Benchmark) -> None:

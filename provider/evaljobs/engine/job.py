@@ -61,13 +61,24 @@ def wandb_target(spec: JobSpec, secrets: Mapping[str, str] | None) -> tracking.W
     return tracking.WandbTarget.from_env(os.environ if secrets is None else secrets, dest.wandb, dest.wandb_host)
 
 
-def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callable[[str], None] = print) -> JobResult:
-    """Run ``spec`` end to end. Every finished benchmark is recorded at once, so a failure keeps them."""
+def say(message: str) -> None:
+    """A job's line on stdout, written at once: a task log or a pod's log shows it as it happens."""
+    print(message, flush=True)
+
+
+def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callable[[str], None] = say) -> JobResult:
+    """Run ``spec`` end to end. Every finished benchmark is recorded at once, so a failure keeps them.
+
+    The libraries' progress bars are off (the harness logs progress lines instead): they read these variables
+    when first imported, which in ``evaljobs run`` is during the job."""
     target = wandb_target(spec, secrets)
     checked = preflight.run(spec, secrets, target)
     home = spec.destination.results_home
     # One W&B session for the job: its runs and the leaderboard run share one service process.
-    with tracking.session(home / "wandb") if target.mode != "disabled" else nullcontext():
+    with (
+        hub.environment(TQDM_DISABLE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1"),
+        tracking.session(home / "wandb") if target.mode != "disabled" else nullcontext(),
+    ):
         return _run_checked(spec, checked, target, log)
 
 
@@ -85,7 +96,7 @@ def _run_checked(
         hub.datasets_cache(mirror_cache),
     ):
         cache = home / "cache" / model_key(spec, checked.folder)
-        harnesses = _harnesses(spec, checked, endpoint, server, cache, workdir)
+        harnesses = _harnesses(spec, checked, endpoint, server, cache, workdir, log)
         ours = not spec.model.hosted  # a vLLM server: ours, or one serving this checkpoint for the DAG
         context = {
             "versions": {"evaljobs": __version__, "vllm": server_version(endpoint) if ours else None},
@@ -153,6 +164,7 @@ def _harnesses(
     server: serving.Server | None,
     cache: Path,
     workdir: Path,
+    log: Callable[[str], None],
 ) -> list[tuple[Any, list[Benchmark]]]:
     """Each backend's harness with its benchmarks: lm-eval's first, then Inspect's."""
     mirror = spec.datasets.mirror
@@ -160,7 +172,8 @@ def _harnesses(
     inspect = [b for b in checked.benchmarks if b.backend == "inspect"]
     harnesses: list[tuple[Any, list[Benchmark]]] = []
     if lm_eval:
-        harnesses.append((Harness(endpoint, spec.settings, cache, server.alive if server else None, mirror), lm_eval))
+        alive = server.alive if server else None
+        harnesses.append((Harness(endpoint, spec.settings, cache, alive, mirror, log), lm_eval))
     if inspect:
         from evaljobs.engine.inspect_harness import InspectHarness, Judge
 

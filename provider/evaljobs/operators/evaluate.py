@@ -9,7 +9,12 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
+from evaljobs.assets import emit_leaderboard_event, with_leaderboard_outlet
+from evaljobs.operators.links import LeaderboardLink, WandbRunsLink
 from evaljobs.operators.serve import cluster_settings
+
+# A mapped evaluation's name in the UI: its benchmark, or its benchmarks joined.
+MAP_INDEX_TEMPLATE = "{{ task.benchmarks if task.benchmarks is string else task.benchmarks | join(', ') }}"
 
 
 class WandbEvalOperator(BaseOperator):
@@ -57,6 +62,7 @@ class WandbEvalOperator(BaseOperator):
         "publish_leaderboard",
     )
     template_fields_renderers = {"settings": "json", "server": "json"}
+    operator_extra_links = (WandbRunsLink(), LeaderboardLink())
 
     def __init__(
         self,
@@ -81,7 +87,7 @@ class WandbEvalOperator(BaseOperator):
         kubernetes: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**(with_leaderboard_outlet(kwargs) if publish_leaderboard is not False else kwargs))
         self.kubernetes = cluster_settings(execution_mode, kubernetes)
         if self.kubernetes and results_home:
             raise ValueError(
@@ -101,6 +107,14 @@ class WandbEvalOperator(BaseOperator):
         self._process = None
         self._pod = None
         self._check_static()
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Mapped evaluations are named by their benchmark(s) in the UI unless ``map_index_template`` says else."""
+        kwargs.setdefault("map_index_template", MAP_INDEX_TEMPLATE)
+        if kwargs.get("publish_leaderboard", True) is not False:
+            kwargs = with_leaderboard_outlet(kwargs)
+        return super().partial(**kwargs)
 
     def _check_static(self) -> None:
         """Fail at DAG-parse time on what is already known (untemplated names, limits, GPU counts)."""
@@ -167,12 +181,12 @@ class WandbEvalOperator(BaseOperator):
                     raise PreflightError(problems)
                 self._pod = self.pod_operator(spec)
                 self.check_secrets(self._pod)
-                return self._pod.execute(context)
+                return self._published(context, spec, self._pod.execute(context))
             hook = TeamSecretsHook()  # missing ones are left to the job's preflight, which lists every problem
             secrets = {name: value for name in secret_names(spec) if (value := hook.get(name))}
             if spec.destination.wandb != "disabled":
                 secrets |= WandbHook(self.wandb_conn_id).env(spec.destination.wandb)
-            return run_local(spec, secrets, started=self._started)
+            return self._published(context, spec, run_local(spec, secrets, started=self._started, log=self.log))
         except EvalJobsError as exc:
             raise AirflowException(str(exc)) from None
 
@@ -200,6 +214,12 @@ class WandbEvalOperator(BaseOperator):
 
         if refs := secret_refs(pod.env_vars, pod.init_containers):
             check_secrets(refs, self.kubernetes.namespace, pod.client)
+
+    def _published(self, context: Any, spec: Any, summary: dict[str, Any]) -> dict[str, Any]:
+        """``summary``, after the leaderboard event of a job that published (see :mod:`evaljobs.assets`)."""
+        if spec.destination.publish_leaderboard and summary.get("leaderboard_row"):
+            emit_leaderboard_event(context, spec.destination.project, {"rows": [summary["leaderboard_row"]]})
+        return summary
 
     def _started(self, process: Any) -> None:
         self._process = process

@@ -8,10 +8,14 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
+from evaljobs.assets import emit_leaderboard_event, with_leaderboard_outlet
+from evaljobs.operators.links import LeaderboardLink
+
 
 class LeaderboardPublishOperator(BaseOperator):
     """Save the project's leaderboard (JSON/CSV), log it to the project's W&B leaderboard run and render its
-    HTML report; return the leaderboard with the report's path (no secret).
+    HTML report; return the leaderboard with the report's path (no secret). Each publication is an event of the
+    project's :func:`~evaljobs.assets.leaderboard_asset` (``extra``: the row of the model evaluated last).
 
     Evaluations that run at once (mapped, or one pod each) set ``publish_leaderboard=False`` and this task
     publishes once after them, with every row. Jobs publishing at once take turns on the project's lock.
@@ -26,6 +30,7 @@ class LeaderboardPublishOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("project", "enabled", "results_home", "wandb_mode")
+    operator_extra_links = (LeaderboardLink(),)
 
     def __init__(
         self,
@@ -37,7 +42,7 @@ class LeaderboardPublishOperator(BaseOperator):
         wandb_mode: str = "auto",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**with_leaderboard_outlet(kwargs))
         self.project, self.enabled, self.results_home = project, enabled, results_home
         self.wandb_conn_id, self.wandb_mode = wandb_conn_id, wandb_mode
 
@@ -62,4 +67,6 @@ class LeaderboardPublishOperator(BaseOperator):
             board, report = publish(self.project, home, target, self.log.info)
         except EvalJobsError as exc:
             raise AirflowException(str(exc)) from None
-        return board.as_dict() | {"report": str(report)}
+        published = board.as_dict()
+        emit_leaderboard_event(context, self.project, published)
+        return published | {"report": str(report)}
