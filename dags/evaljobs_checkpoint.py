@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, Param, dag, task
 
-from evaljobs.forms import benchmark_choices
+from evaljobs.forms import benchmark_choices, benchmark_labels
 from evaljobs.operators.evaluate import WandbEvalOperator
 from evaljobs.operators.publish import LeaderboardPublishOperator
 from evaljobs.operators.serve import VLLMServeOperator, VLLMStopOperator
 
 # Training DAGs update this Asset; the event's extra["checkpoint"] is the new checkpoint's folder.
 CHECKPOINTS = Asset("evaljobs://checkpoints/smollm2")
+CHOICES = benchmark_choices()
 
 FORM = {
     "checkpoint": Param(
@@ -28,8 +29,9 @@ FORM = {
         ["gsm8k_local", "arc_challenge_local"],
         type="array",
         title="Benchmarks",
-        items={"type": "string", "enum": benchmark_choices()},
-        examples=benchmark_choices(),  # a multi-select in the form; the enum refuses other values
+        items={"type": "string", "enum": CHOICES},
+        examples=CHOICES,  # a multi-select in the form; the enum refuses other values
+        values_display=benchmark_labels(CHOICES),
         minItems=1,
         uniqueItems=True,
     ),

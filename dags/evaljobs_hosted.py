@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from evaljobs.forms import generative_choices
+from evaljobs.forms import benchmark_labels, generative_choices
 from evaljobs.operators.evaluate import WandbEvalOperator
 
 GENERATIVE = generative_choices()
@@ -16,12 +16,19 @@ FORM = {
     "api_key_secret": Param(
         "OPENAI_API_KEY", type="string", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", title="Team secret holding the API key"
     ),
-    "api": Param("chat", type="string", enum=["chat", "completions"], title="API"),
+    "api": Param(
+        "chat",
+        type="string",
+        enum=["chat", "completions"],
+        values_display={"chat": "chat (/v1/chat/completions)", "completions": "completions (/v1/completions)"},
+        title="API",
+    ),
     "benchmarks": Param(
         ["gsm8k"],
         type="array",
         items={"type": "string", "enum": GENERATIVE},
         examples=GENERATIVE,  # a multi-select in the form; the enum refuses other values
+        values_display=benchmark_labels(GENERATIVE),
         minItems=1,
         uniqueItems=True,
         title="Benchmarks (generative)",

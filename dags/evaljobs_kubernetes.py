@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from evaljobs.forms import benchmark_choices
+from evaljobs.forms import benchmark_choices, benchmark_labels
 from evaljobs.operators.evaluate import WandbEvalOperator
 from evaljobs.operators.publish import LeaderboardPublishOperator
 
@@ -29,6 +29,7 @@ CLUSTER = {
     "node_selector": {"nvidia.com/gpu.present": "true"},
     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
 }
+CHOICES = benchmark_choices()
 GPUS = 1  # per pod: 1 or 2 (tensor parallel); a model over 86 GB with context is refused before submission
 
 FORM = {
@@ -42,8 +43,9 @@ FORM = {
         ["gsm8k", "arc_challenge"],
         type="array",
         title="Benchmarks",
-        items={"type": "string", "enum": benchmark_choices()},
-        examples=benchmark_choices(),  # a multi-select in the form; the enum refuses other values
+        items={"type": "string", "enum": CHOICES},
+        examples=CHOICES,  # a multi-select in the form; the enum refuses other values
+        values_display=benchmark_labels(CHOICES),
         minItems=1,
         uniqueItems=True,
     ),

@@ -12,13 +12,14 @@ import os
 
 from airflow.sdk import Param, dag
 
-from evaljobs.forms import benchmark_choices, embedded_model
+from evaljobs.forms import benchmark_choices, benchmark_labels, embedded_model
 from evaljobs.operators.evaluate import WandbEvalOperator
 from evaljobs.operators.publish import LeaderboardPublishOperator
 from evaljobs.operators.serve import VLLMServeOperator, VLLMStopOperator
 
 LOCAL_BENCHMARKS = ["gsm8k_local", "arc_challenge_local", "mmlu_marketing_local"]
 HUB_BENCHMARKS = ["gsm8k", "arc_challenge", "mmlu_marketing"]
+CHOICES = benchmark_choices()
 
 
 @dag(
@@ -31,21 +32,33 @@ HUB_BENCHMARKS = ["gsm8k", "arc_challenge", "mmlu_marketing"]
         "checkpoint": Param(
             None,
             type=["null", "string"],
+            title="Checkpoint",
             description="model folder, W&B artifact or HF repo; empty = the embedded SmolLM2",
         ),
         "benchmarks": Param(
             LOCAL_BENCHMARKS if os.environ.get("EVALJOBS_DATA_ROOT") else HUB_BENCHMARKS,
             type="array",
-            examples=benchmark_choices(),  # the form's multi-select: what this installation can run
+            title="Benchmarks",
+            examples=CHOICES,  # the form's multi-select: what this installation can run
+            values_display=benchmark_labels(CHOICES),
             minItems=1,
             description="catalog names or custom .yaml paths",
         ),
-        "limit": Param(40, type="integer", minimum=0, description="examples per benchmark (0 = all)"),
-        "project": Param("quickstart", type="string", description="destination project"),
-        "publish": Param(True, type="boolean", description="update the leaderboard, its W&B run and the report"),
+        "limit": Param(40, type="integer", minimum=0, title="Examples per benchmark", description="0 = all"),
+        "project": Param(
+            "quickstart",
+            type="string",
+            pattern=r"^[A-Za-z0-9][\w.-]{0,127}$",
+            title="Project",
+            description="the leaderboard the results join",
+        ),
+        "publish": Param(
+            True, type="boolean", title="Publish to leaderboard", description="the leaderboard, its W&B run, the report"
+        ),
         "wandb_mode": Param(
             "auto",
             enum=["auto", "online", "offline", "disabled"],
+            title="W&B mode",
             description="auto: online with the wandb_default connection's key, else offline runs in the results home",
         ),
     },

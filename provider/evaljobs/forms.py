@@ -20,6 +20,20 @@ def generative_choices() -> list[str]:
     return generative_names()
 
 
+def benchmark_labels(names: list[str], width: int = 72) -> dict[str, str]:
+    """What a form's pick-list shows for each of ``names`` (its ``values_display``): the name, the category
+    and the start of the catalog's description, at most ``width`` characters."""
+    from evaljobs.engine.catalog import entries
+
+    labels = {}
+    for name in names:
+        entry = entries()[name]
+        text = entry.get("description", "")
+        label = f"{name} ({entry['category']}): {text.partition(': ')[2] or text}"
+        labels[name] = label if len(label) <= width else label[: width - 1].rstrip() + "…"
+    return labels
+
+
 def embedded_model() -> Path:
     """The folder of the embedded SmolLM2-135M-Instruct (``evaljobs prepare-model`` writes it there)."""
     return results_home() / "models" / "smollm2-135m-instruct"

@@ -4,6 +4,7 @@ rendered template fields in the metadata DB, or any file of the run (Airflow hom
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -87,6 +88,40 @@ def test_forms_reject_bad_input_with_a_readable_message(dag_id, conf, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "dag_id", ["evaljobs_quickstart", "evaljobs_checkpoint", "evaljobs_hosted", "evaljobs_kubernetes"]
+)
+def test_benchmarks_are_a_pick_list_with_a_label_each(dag_id):
+    from evaljobs.forms import benchmark_choices, generative_choices
+
+    schema = form(dag_id).get_param("benchmarks").schema
+    offered = generative_choices() if dag_id == "evaljobs_hosted" else benchmark_choices()
+    assert schema["type"] == "array" and schema["examples"] == offered  # `examples`: the UI's multi-select
+    assert list(schema["values_display"]) == offered
+    assert (
+        schema["values_display"]["gsm8k"] == "gsm8k (math): grade-school math word problems that take 2 to 8 steps of…"
+    )
+
+
+def test_every_form_is_valid_with_its_defaults():
+    """What the UI refuses on open: a value the schema rejects, or an empty string where one is required."""
+    for dag_id in ("evaljobs_quickstart", "evaljobs_checkpoint", "evaljobs_hosted", "evaljobs_kubernetes",
+                   "evaljobs_promote", "example_training"):  # fmt: skip
+        params = form(dag_id)
+        params.validate()
+        empty = [k for k in params if params[k] == "" and "null" not in params.get_param(k).schema.get("type", [])]
+        assert empty == [], dag_id
+
+
+def names_and_links(home):
+    """The evaluations' names in the UI (map index -> rendered name) and the extra links stored for each task."""
+    with sqlite3.connect(home / "airflow.db") as db:
+        names = dict(db.execute("SELECT map_index, rendered_map_index FROM task_instance WHERE task_id = 'evaluate'"))
+        rows = db.execute("SELECT task_id, map_index, key, value FROM xcom WHERE key LIKE '!_link!_%' ESCAPE '!'")
+        links = {(task, index, key.removeprefix("_link_")): json.loads(value) for task, index, key, value in rows}
+    return names, links
+
+
 def test_checkpoint_dag_serves_evaluates_publishes_and_stops(dags, model_dir, canaries, tmp_path):
     conf = {
         "checkpoint": str(model_dir),
@@ -107,6 +142,16 @@ def test_checkpoint_dag_serves_evaluates_publishes_and_stops(dags, model_dir, ca
     runs = sorted(d.name.split("-", 3)[3].split("-")[0] for d in (tmp_path / "wandb").glob("offline-run-*"))
     assert runs == ["ev", "ev", "leaderboard"]
     assert "stopped vLLM at" in output
+    names, links = names_and_links(dags.home)
+    assert names == {0: "gsm8k_local", 1: "arc_challenge_local"}  # the mapped tasks, named by benchmark
+    page = "/evaljobs/projects/ckpt/"
+    assert links == {
+        ("evaluate", 0, "WandbRunsLink"): "",  # offline: no W&B run to link to
+        ("evaluate", 1, "WandbRunsLink"): "",
+        ("evaluate", 0, "LeaderboardLink"): page,
+        ("evaluate", 1, "LeaderboardLink"): page,
+        ("publish", -1, "LeaderboardLink"): page,
+    }
     assert_no_canary(dags, canaries, output, tmp_path)
 
 
