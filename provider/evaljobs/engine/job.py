@@ -40,11 +40,14 @@ class JobResult:
     report: Path | None = None
 
     def summary(self) -> dict[str, Any]:
-        """A small, secret-free summary (what an Airflow task returns to XCom)."""
+        """A small, secret-free summary (what an Airflow task returns to XCom), with the model's best leaderboard
+        row."""
+        model = self.rows[0].model if self.rows else self.spec.model.display_name
         return {
             "job_id": self.spec.job_id,
             "project": self.spec.destination.project,
-            "model": self.rows[0].model if self.rows else self.spec.model.display_name,
+            "model": model,
+            "leaderboard_row": next((r for r in self.leaderboard.as_dict()["rows"] if r["model"] == model), None),
             "scores": {r.benchmark: r.score for r in self.rows},
             "metrics": {r.benchmark: r.metric for r in self.rows},
             "bundles": {r.benchmark: r.bundle for r in self.rows},
