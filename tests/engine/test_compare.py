@@ -221,3 +221,25 @@ def test_leaderboard_carries_the_cis_of_the_bundles(project):
     assert (project / "bundles" / "b" / "arc" / "ci.json").is_file()  # cached: the next build reads it
     again = {e.model: e for e in leaderboard.build("p", ResultsStore(project).rows("p")).entries}["b"]
     assert again.normalised_ci == entry.normalised_ci
+
+
+def test_tiers_group_models_that_cannot_be_told_apart(tmp_path, data_root):
+    """Three models on 200 real ARC rows: one 4 answers behind the leader shares its tier; one 100 behind
+    starts tier 2 (two comparisons: Bonferroni level 0.025). The separation is recomputed with scipy."""
+    home = tmp_path / "results"
+
+    def right(keep):  # the first 200 rows' ids, scored 1 where keep(doc_id)
+        return [dict(r, score=float(keep(r["doc_id"]))) for r in arc_records(data_root, lambda q, c: 0, 200)]
+
+    top = right(lambda i: i % 4 != 3)
+    store_result(home, "top", "arc", top, 0.25)
+    store_result(home, "close", "arc", right(lambda i: i % 4 != 3 and i not in (0, 1, 2, 4)), 0.25)
+    store_result(home, "far", "arc", right(lambda i: i % 4 == 0), 0.25)
+    board = leaderboard.build("p", ResultsStore(home).rows("p"))
+    assert [(e.model, e.tier) for e in board.entries] == [("top", 1), ("close", 1), ("far", 2)]
+    d = np.array([1.0 if i in (0, 1, 2, 4) else 0.0 for i in range(200)]) * 100 / 0.75
+    expected = 2 * sps.norm.sf(d.mean() / (d.std(ddof=1) / math.sqrt(200)))
+    assert compare.separation(board.entries[0], board.entries[1]) == pytest.approx(expected, rel=1e-9)
+    assert 0.025 < expected < 0.2
+    assert [r["tier"] for r in json.loads(board.to_json())["rows"]] == [1, 1, 2]
+    assert [line.split(",")[-1] for line in board.to_csv().splitlines()] == ["tier", "1", "1", "2"]

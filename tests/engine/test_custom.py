@@ -164,3 +164,31 @@ def test_not_a_mapping_and_missing_file(tmp_path):
         custom.load(tmp_path / "list.yaml")
     with pytest.raises(CustomBenchmarkError, match="no such file"):
         custom.load(tmp_path / "absent.yaml")
+
+
+def test_a_declared_cluster_reaches_the_records_and_clusters_the_ci(data_root, tmp_path, model_dir):
+    """A custom benchmark's ``cluster`` key: refused when a row lacks the field; otherwise lm-eval (against the
+    latency endpoint) writes each example's cluster into its record and the score's CI is cluster-robust."""
+    from evaljobs.engine import catalog, stats
+    from evaljobs.engine.harness import Endpoint, Harness
+    from evaljobs.engine.spec import Settings
+    from tests.engine.test_stats import cr1
+    from tests.latency_endpoint import LatencyEndpoint
+
+    lines = (data_root / "arc/arc_challenge.jsonl").read_text(encoding="utf-8").splitlines()[:8]
+    rows = tmp_path / "rows.jsonl"  # real questions; the gold answers rotate so that the endpoint gets some right
+    rows.write_text("".join(json.dumps(json.loads(x) | {"passage": i // 2, "gold": i % 4}) + "\n" for i, x in enumerate(lines)))
+    with pytest.raises(CustomBenchmarkError) as info:
+        custom.load(write(tmp_path, {**ARC, "data": str(data_root / "arc/arc_challenge.jsonl"), "cluster": "passage"}))
+    assert info.value.key == "cluster" and "row 1 has no field 'passage'" in str(info.value)
+    benchmark = catalog.load(str(write(tmp_path, {**ARC, "data": str(rows), "cluster": "passage"})))
+    assert benchmark.cluster == "passage"
+    with LatencyEndpoint(0.01, 16) as endpoint:
+        served = Endpoint(endpoint.base_url, "latency-model", "completions", str(model_dir))
+        run = Harness(served, Settings(limit=8, max_tokens=16), tmp_path / "cache").run(benchmark)
+    assert sorted((r["doc_id"], r["cluster"]) for r in run.samples) == [(i, i // 2) for i in range(8)]
+    estimate = stats.score_ci(run.samples, run.score)
+    scores = [r["score"] for r in run.samples]
+    assert 0 < sum(scores) < 8, scores  # the endpoint's deterministic answers: some right, some wrong
+    assert (estimate.method, estimate.n, estimate.clusters) == ("cluster-robust t", 8, 4)
+    assert estimate.se == pytest.approx(cr1(scores, [r["cluster"] for r in run.samples])[0], rel=1e-9)

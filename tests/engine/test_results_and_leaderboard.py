@@ -76,14 +76,15 @@ def test_leaderboard_ranks_by_normalised_average():
         "average_ci": None,  # these rows have no bundle (no per-example scores): no CIs
         "ci": {"mc": None, "gen": None},
         "normalised_ci": {"mc": None, "gen": None},
+        "tier": None,  # nor tiers
     }
     csv_lines = board.to_csv().splitlines()
     assert csv_lines[:2] == [
         "rank,model,variant,average,benchmarks,evaluated_at,gen,mc,"
-        "average_ci_low,average_ci_high,gen_ci_low,gen_ci_high,mc_ci_low,mc_ci_high",
-        "1,a,,30.0000,2,,0.1000,0.6250,-,-,-,-,-,-",
+        "average_ci_low,average_ci_high,gen_ci_low,gen_ci_high,mc_ci_low,mc_ci_high,tier",
+        "1,a,,30.0000,2,,0.1000,0.6250,-,-,-,-,-,-,",
     ]
-    assert csv_lines[3] == "3,c,,100.0000,1,,-,1.0000,-,-,-,-,-,-"
+    assert csv_lines[3] == "3,c,,100.0000,1,,-,1.0000,-,-,-,-,-,-,"
     assert "1  a" in board.to_text()
 
 

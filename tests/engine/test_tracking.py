@@ -344,10 +344,8 @@ def test_rows_from_runs_rebuild_the_results_of_finished_evaluation_runs(
 
 
 def test_leaderboard_run_holds_the_board_as_a_table_and_charts(tmp_path: Path, results_home: Path, data_root: Path):
-    rows = [
-        expected_row(write_bundle(tmp_path / s, mmlu_samples(data_root, s, 6), project="team/evals"))
-        for s in MMLU_SUBJECTS
-    ]
+    bundles = [write_bundle(tmp_path / s, mmlu_samples(data_root, s, 6), project="team/evals") for s in MMLU_SUBJECTS]
+    rows = [replace(expected_row(b), bundle=str(b)) for b in bundles]  # local bundles: with CIs
     rows.append(replace(rows[0], model="other-model", score=0.9, recorded_at="2026-01-01T00:00:00+00:00"))
     board = leaderboard.build("team/evals", rows).as_dict()
 
@@ -359,11 +357,15 @@ def test_leaderboard_run_holds_the_board_as_a_table_and_charts(tmp_path: Path, r
     log = read_run(again.path)
     assert (log.run["job_type"], log.run["project"], log.run["entity"]) == ("leaderboard", "evals", "team")
     expected = [
-        {k: r[k] for k in ("rank", "model", "variant", "average", "benchmarks", "evaluated_at")}
+        {k: r[k] for k in ("rank", "tier", "model", "variant", "average", "benchmarks", "evaluated_at")}
         | {c: r["scores"].get(c) for c in board["columns"]}
+        | dict(zip(("average_ci_low", "average_ci_high"), r["average_ci"] or (None, None), strict=True))
+        | {f"{c}_ci_{end}": (r["ci"].get(c) or (None, None))[i] for c in board["columns"] for i, end in
+           enumerate(("low", "high"))}  # fmt: skip
         for r in board["rows"]
     ]
     assert table_rows(again, "leaderboard") == expected
+    assert sum(v is not None for e in expected for k, v in e.items() if "_ci_" in k) >= 2  # the CIs made it
     assert expected[1]["mmlu_college_biology_local"] is None  # other-model has one benchmark only
     charts = log.internal["visualize"]
     assert set(charts) == {"charts/average", *(f"charts/{c}" for c in board["columns"])}

@@ -62,6 +62,7 @@ class Benchmark(BaseModel):
     supported: bool = True
     aliases: tuple[str, ...] = ()
     backend: Literal["lm_eval", "inspect"] = "lm_eval"  # the harness that runs it in this job
+    cluster: str | None = None  # the field of a document naming its cluster (a passage): clustered CIs (stats.py)
 
     @property
     def needs_logprobs(self) -> bool:
@@ -243,5 +244,6 @@ def load(name: str) -> Benchmark:
             "baseline": loaded.baseline,
             "fewshot": loaded.spec.num_fewshot,
             "size": loaded.size,
+            "cluster": loaded.spec.cluster,
         }
     )

@@ -190,17 +190,19 @@ def compare(
     return Comparison(project, model, baseline, results, overall, planned(results, discordance), skipped)
 
 
-def pairs(row_a: ResultRow, row_b: ResultRow) -> list[tuple[dict, float, float]]:
-    """(model record, model score, baseline score) of each example both scored, in the model's order."""
+def scored(row: ResultRow) -> dict[tuple, tuple[dict, float]]:
+    """(record, score) of each scored example of ``row``'s bundle, keyed by (task, doc_id)."""
+    found = {}
+    for record in stats.read_samples(row.bundle):
+        if (score := stats.score_of(record)) is not None:
+            found[(record.get("task"), record.get("doc_id"))] = (record, score)
+    return found
 
-    def keyed(row: ResultRow) -> dict[tuple, tuple[dict, float]]:
-        found = {}
-        for record in stats.read_samples(row.bundle):
-            if (score := stats.score_of(record)) is not None:
-                found[(record.get("task"), record.get("doc_id"))] = (record, score)
-        return found
 
-    a, b = keyed(row_a), keyed(row_b)
+def pairs(row_a: ResultRow, row_b: ResultRow, a: dict | None = None, b: dict | None = None) -> list[tuple]:
+    """(model record, model score, baseline score) of each example both scored, in the model's order (``a``,
+    ``b``: the rows' :func:`scored` examples, when already read)."""
+    a, b = a if a is not None else scored(row_a), b if b is not None else scored(row_b)
     return [(record, score, b[key][1]) for key, (record, score) in a.items() if key in b]
 
 
@@ -267,31 +269,53 @@ def _clustered_p(d: Any, records: list[dict]) -> float:
 def _normalised(records: list[dict], a: Any, b: Any, row: ResultRow) -> tuple[float, float | None]:
     """The delta of the normalised score (macro over subtasks, as the leaderboard) on the paired examples, and
     its standard error: each subtask's paired SE times the normalisation's slope, in quadrature over subtasks."""
+    return _normalised_delta(a, b, _groups(records, row), row.baseline)
+
+
+def _groups(records: list[dict], row: ResultRow) -> list[tuple[Any, list[Any] | None]]:
+    """(indices, cluster keys or None) of each subtask of ``records`` (one group without subtasks)."""
+    import numpy as np
+
     groups: dict[Any, list[int]] = {}
     for i, record in enumerate(records):
         groups.setdefault(record.get("task") if row.subscores else None, []).append(i)
+    return [
+        (np.array(indices), None if row.subscores else stats.cluster_keys([records[i] for i in indices]))
+        for indices in groups.values()
+    ]
+
+
+def _normalised_delta(a: Any, b: Any, groups: list[tuple], baseline: float) -> tuple[float, float | None]:
     deltas, variances = [], []
-    for indices in groups.values():
+    for indices, clusters in groups:
         ga, gb = a[indices], b[indices]
-        deltas.append(normalise(float(ga.mean()), row.baseline) - normalise(float(gb.mean()), row.baseline))
-        clusters = None if row.subscores else stats.cluster_keys([records[i] for i in indices])
-        se = stats.fit_mean(ga - gb, clusters).se if len(indices) > 1 else None
-        variances.append(None if se is None else (se * stats.slope(row.baseline)) ** 2)
+        deltas.append(normalise(float(ga.mean()), baseline) - normalise(float(gb.mean()), baseline))
+        if len(indices) < 2:
+            variances.append(None)
+            continue
+        d = ga - gb
+        se = stats.mean_ci(d, clusters).se if clusters is not None else float(d.std(ddof=1)) / math.sqrt(len(d))
+        variances.append((se * stats.slope(baseline)) ** 2)
     delta = sum(deltas) / len(deltas)
     return delta, None if None in variances else math.sqrt(sum(variances)) / len(variances)
 
 
-def overall_delta(results: Sequence[BenchmarkComparison]) -> dict[str, Any]:
-    """The delta of the normalised average over ``results``' benchmarks, its SE, 95 % CI and z-test p-values."""
+def z_test(delta: float, se: float, null: float = 0.0) -> tuple[float, float]:
+    """(two-sided, one-sided "greater") p-values of the z statistic (delta - null) / se."""
     from scipy.stats import norm
 
+    z = (delta - null) / se if se else (math.inf if delta > null else -math.inf if delta < null else 0.0)
+    return (1.0, 0.5) if z == 0 else (float(2 * norm.sf(abs(z))), float(norm.sf(z)))
+
+
+def overall_delta(results: Sequence[BenchmarkComparison]) -> dict[str, Any]:
+    """The delta of the normalised average over ``results``' benchmarks, its SE, 95 % CI and z-test p-values."""
     delta = sum(r.normalised_delta for r in results) / len(results)
     if any(r.normalised_se is None for r in results):
         return {"delta": delta, "se": None, "ci_low": None, "ci_high": None, "p_value": None, "p_one_sided": None}
     se = math.sqrt(sum(r.normalised_se**2 for r in results)) / len(results)
     interval = stats.normal_interval(delta, se, clip=False)
-    z = delta / se if se else (math.inf if delta > 0 else -math.inf if delta < 0 else 0.0)
-    two, one = (1.0, 0.5) if z == 0 else (float(2 * norm.sf(abs(z))), float(norm.sf(z)))
+    two, one = z_test(delta, se)
     return {
         "delta": delta,
         "se": se,
@@ -309,16 +333,92 @@ def planned(results: Sequence[BenchmarkComparison], discordance: float | None = 
     benchmarks' n: z-based, each benchmark's difference variance being its discordance rate for 0/1 scores
     (``discordance`` when given, else the observed one, else the default) or its observed variance otherwise,
     scaled by its normalisation (a benchmark's subtasks are pooled: an approximation)."""
-    from scipy.stats import norm
-
-    variances = []
+    parts = []
     for r in results:
         if r.method == "mcnemar_exact":
             variance = discordance if discordance is not None else r.discordance or stats.DEFAULT_DISCORDANCE
         else:
             variance = r.sd**2
-        variances.append(variance / r.n * stats.slope(r.baseline) ** 2)
-    se = math.sqrt(sum(variances)) / len(variances)
-    z = float(norm.ppf(1 - stats.ALPHA / 2) + norm.ppf(stats.POWER))
+        parts.append((r.n, r.baseline, variance))
     source = "stated" if discordance is not None else "observed (default where none)"
-    return {"normalised_average": z * se, "alpha": stats.ALPHA, "power": stats.POWER, "discordance": source}
+    return {
+        "normalised_average": stats.mde_average(parts),
+        "alpha": stats.ALPHA,
+        "power": stats.POWER,
+        "discordance": source,
+    }
+
+
+def tiers(entries: Sequence[Any], alpha: float = stats.ALPHA) -> list[int | None]:
+    """The tier of each of a leaderboard's ranked entries (best first).
+
+    Walking down the ranking, an entry joins the tier of the entry leading the tier above it, unless it is
+    significantly worse than that leader: a two-sided z test of the difference of their normalised averages
+    over the benchmarks both have, at ``alpha`` / (entries - 1) (Bonferroni over the most comparisons the walk
+    makes). Paired, example by example (as ``compare``), when both have the same settings and local bundles;
+    else from each score's CI as independent samples. An entry with no benchmark in common with the leader
+    starts a tier; one whose difference has no standard error (no CIs) gets ``None`` and leaves the walk as
+    it is (all are ``None`` when none could be compared)."""
+    level = alpha / max(1, len(entries) - 1)
+    read: dict[str, dict] = {}
+    found: list[int | None] = []
+    leader, tier = None, 0
+    for entry in entries:
+        p = None if leader is None else separation(leader, entry, read)
+        if leader is None or (p is not None and p <= level):
+            leader, tier = entry, tier + 1
+        found.append(tier if leader is entry or p is not None else None)
+    return found if len(found) < 2 or any(t is not None for t in found[1:]) else [None] * len(found)
+
+
+def separation(leader: Any, entry: Any, read: dict[str, dict] | None = None) -> float | None:
+    """The two-sided p-value of "``leader`` and ``entry`` have the same normalised average" (see :func:`tiers`);
+    ``read`` keeps the bundles already read."""
+    read = {} if read is None else read
+    common = [b for b in leader.normalised if b in entry.normalised]
+    if not common:
+        return 0.0
+    deltas, ses = [], []
+    local = leader.settings_hash == entry.settings_hash and all(
+        _local(e.rows.get(b)) for e in (leader, entry) for b in common
+    )
+    for b in common:
+        if local and (paired := _paired_normalised(leader.rows[b], entry.rows[b], read)):
+            deltas.append(paired[0])
+            ses.append(paired[1])
+            continue
+        ci_a, ci_b = leader.normalised_ci.get(b), entry.normalised_ci.get(b)
+        deltas.append(leader.normalised[b] - entry.normalised[b])
+        ses.append(None if ci_a is None or ci_b is None or None in (ci_a.se, ci_b.se) else math.hypot(ci_a.se, ci_b.se))
+    if None in ses:
+        return None
+    return z_test(sum(deltas) / len(deltas), math.sqrt(sum(se**2 for se in ses)) / len(ses))[0]
+
+
+def _paired_normalised(row_a: ResultRow, row_b: ResultRow, read: dict) -> tuple[float, float | None] | None:
+    """:func:`_normalised` of two rows' paired examples (``None`` under 2 pairs); ``read`` keeps each bundle's
+    examples as arrays, so that bundles with the same examples in the same order pair without a lookup."""
+    import numpy as np
+
+    for row in (row_a, row_b):
+        if row.bundle not in read:
+            found = scored(row)
+            records = [record for record, _ in found.values()]
+            scores = np.array([score for _, score in found.values()])
+            read[row.bundle] = (found, tuple(found), scores, _groups(records, row))
+    (found_a, keys_a, a, groups), (found_b, keys_b, b, _) = read[row_a.bundle], read[row_b.bundle]
+    if keys_a != keys_b:
+        matched = pairs(row_a, row_b, found_a, found_b)
+        if len(matched) < 2:
+            return None
+        records = [m[0] for m in matched]
+        a, b, groups = np.array([m[1] for m in matched]), np.array([m[2] for m in matched]), _groups(records, row_a)
+    elif len(keys_a) < 2:
+        return None
+    return _normalised_delta(a, b, groups, row_a.baseline)
+
+
+def _local(row: ResultRow | None) -> bool:
+    from pathlib import Path
+
+    return row is not None and bool(row.bundle) and (Path(row.bundle) / "samples.jsonl").is_file()

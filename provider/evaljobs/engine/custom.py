@@ -119,6 +119,8 @@ class CustomBenchmarkFile(BaseModel):
     metric: Literal["acc", "acc_norm", "exact_match"] | None = None
     baseline: float | None = Field(None, ge=0.0, lt=1.0)
     category: str = Field("custom", pattern=r"^[\w .-]{1,64}$")
+    # the row field naming the cluster an example belongs to (a passage, a template): its CI is clustered on it
+    cluster: str | None = Field(None, max_length=256)
 
     @field_validator("until")
     @classmethod
@@ -328,6 +330,8 @@ def _render(path: Path, key: str, template: str, row: dict, number: int) -> str:
 
 def _check_rows(path: Path, spec: CustomBenchmarkFile, rows: list[dict]) -> None:
     for number, row in enumerate(rows, 1):
+        if spec.cluster is not None and spec.cluster not in row:
+            raise CustomBenchmarkError(path, "cluster", f"row {number} has no field {spec.cluster!r}")
         _render(path, "prompt", spec.prompt, row, number)
         if spec.type == "generate":
             if not _render(path, "answer", _answer_template(spec.answer), row, number).strip():

@@ -3,6 +3,8 @@ average (random baseline -> 0, perfect -> 100, clipped at 0), as the Open LLM Le
 
 Each score and the normalised average carry a 95 % CI from the per-example scores (:mod:`stats`), when the
 results' bundles are local and the engine's statistics libraries are installed; else the CI columns are empty.
+Models that cannot be told apart from the model leading the tier above share its tier (the rule:
+:func:`compare.tiers`).
 
 A benchmark made of subtasks is normalised per subtask, then averaged. Results are only compared when they
 were obtained with the same score-relevant settings: a model evaluated with other settings (another limit,
@@ -32,9 +34,13 @@ def normalise(score: float, baseline: float) -> float:
 
 def normalised_score(row: ResultRow) -> float:
     """The row's normalised score; with subtasks, the mean of the subtasks' normalised scores."""
-    if row.subscores:
-        return sum(normalise(s, row.baseline) for s in row.subscores.values()) / len(row.subscores)
-    return normalise(row.score, row.baseline)
+    return normalised_of(row.score, row.baseline, row.subscores)
+
+
+def normalised_of(score: float, baseline: float, subscores: dict[str, float]) -> float:
+    if subscores:
+        return sum(normalise(s, baseline) for s in subscores.values()) / len(subscores)
+    return normalise(score, baseline)
 
 
 @dataclass
@@ -50,6 +56,8 @@ class Entry:
     rank: int = 0
     score_ci: dict[str, Any] = field(default_factory=dict)  # benchmark -> stats.Estimate of the score, or None
     normalised_ci: dict[str, Any] = field(default_factory=dict)  # benchmark -> stats.Estimate, or None
+    tier: int | None = None  # models that cannot be told apart share a tier (compare.tiers); None: unknown
+    rows: dict[str, ResultRow] = field(default_factory=dict, repr=False)  # benchmark -> its result row
 
     @property
     def average(self) -> float:
@@ -85,6 +93,7 @@ class Leaderboard:
             "rows": [
                 {
                     "rank": e.rank,
+                    "tier": e.tier,
                     "model": e.model,
                     "variant": e.variant,
                     "settings_hash": e.settings_hash,
@@ -109,19 +118,19 @@ class Leaderboard:
         writer = csv.writer(out, lineterminator="\n")
         bounds = [f"{b}_{end}" for b in self.benchmarks for end in ("ci_low", "ci_high")]
         head = ["rank", "model", "variant", "average", "benchmarks", "evaluated_at", *self.benchmarks]
-        writer.writerow([*head, "average_ci_low", "average_ci_high", *bounds])  # CIs after the earlier columns
+        writer.writerow([*head, "average_ci_low", "average_ci_high", *bounds, "tier"])  # after the earlier columns
         for e in self.entries:
             scores = (_cell(e.scores.get(b)) for b in self.benchmarks)
             cis = [_cell(x) for b in self.benchmarks for x in (_interval(e.score_ci.get(b)) or (None, None))]
             average = [_cell(x) for x in e.average_ci or (None, None)]
             row = [e.rank, e.model, e.variant, f"{e.average:.4f}", len(e.scores), e.evaluated_at, *scores]
-            writer.writerow([*row, *average, *cis])
+            writer.writerow([*row, *average, *cis, "" if e.tier is None else e.tier])
         return out.getvalue()
 
     def to_text(self) -> str:
-        header = ["#", "model", "avg (norm.)", "n", *self.benchmarks]
+        header = ["#", "model", "tier", "avg (norm.)", "n", *self.benchmarks]
         body = [
-            [str(e.rank), e.label, f"{e.average:.1f}", str(len(e.scores))]
+            [str(e.rank), e.label, "-" if e.tier is None else str(e.tier), f"{e.average:.1f}", str(len(e.scores))]
             + [_cell(e.scores.get(b), 3) for b in self.benchmarks]
             for e in self.entries
         ]
@@ -134,10 +143,11 @@ class Leaderboard:
         return f"Leaderboard of project {self.project!r}\n" + "\n".join(lines)
 
 
-def build(project: str, rows: Iterable[ResultRow], intervals: str = "compute") -> Leaderboard:
+def build(project: str, rows: Iterable[ResultRow], intervals: str = "compute", tiers: bool = True) -> Leaderboard:
     """The leaderboard from a project's rows (oldest first: a newer result of a model/benchmark wins), with
     CIs when the statistics libraries are installed: ``intervals`` "compute" reads the bundles whose CIs are
-    not cached yet, "cached" only takes cached ones, "none" leaves them out.
+    not cached yet, "cached" only takes cached ones, "none" leaves them out (and the tiers). ``tiers`` reads
+    every bundle's per-example scores (cached per bundle) to pair the models' examples.
 
     Rows are ranked by benchmarks covered, then normalised average; equal rows share a rank (1, 2, 2, 4)."""
     import importlib.util
@@ -151,6 +161,7 @@ def build(project: str, rows: Iterable[ResultRow], intervals: str = "compute") -
     for row in rows:
         entry = entries.setdefault((row.model, row.settings_hash), Entry(row.model, row.settings_hash))
         entry.scores[row.benchmark] = row.score
+        entry.rows[row.benchmark] = row
         entry.normalised[row.benchmark] = normalised_score(row)
         if intervals != "none":
             entry.score_ci[row.benchmark], entry.normalised_ci[row.benchmark] = stats.intervals(
@@ -165,6 +176,11 @@ def build(project: str, rows: Iterable[ResultRow], intervals: str = "compute") -
     for position, entry in enumerate(ranked):
         before = ranked[position - 1] if position else None
         entry.rank = before.rank if before and _standing(before) == _standing(entry) else position + 1
+    if intervals != "none" and tiers:
+        from evaljobs.engine import compare
+
+        for entry, tier in zip(ranked, compare.tiers(ranked), strict=True):
+            entry.tier = tier
     benchmarks = sorted({b for e in ranked for b in e.scores})
     described = {h: settings[h] for h in variants}
     return Leaderboard(project, benchmarks, ranked, described)

@@ -64,8 +64,26 @@ KEPT = ("task", "doc_id", "cluster", "score")  # what statistics read of a recor
 
 
 def read_samples(bundle: str | Path) -> list[dict[str, Any]]:
-    """The per-example records of a result bundle, each reduced to :data:`KEPT` (``[]`` without any)."""
-    return list(iter_samples(bundle))
+    """The per-example records of a result bundle, each reduced to :data:`KEPT` (``[]`` without any); cached
+    in the bundle's ``scores.json`` (keyed by the samples file's size and time), as paired comparisons and the
+    leaderboard's tiers read the same bundles again and again."""
+    from evaljobs.engine.results import write_json
+
+    path = Path(bundle) / "samples.jsonl"
+    if not path.is_file():
+        return []
+    info = path.stat()
+    key, cache = [info.st_size, info.st_mtime_ns], path.with_name("scores.json")
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            return cached["records"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    records = list(iter_samples(bundle))
+    with suppress(OSError):  # a read-only results home: read again next time
+        write_json(cache, {"key": key, "records": records})
+    return records
 
 
 def iter_samples(bundle: str | Path) -> Iterator[dict[str, Any]]:
@@ -310,6 +328,15 @@ def mcnemar_power(n: int, discordance: float, delta: float, alpha: float = ALPHA
     wins = min(1.0, (discordance + delta) / (2 * discordance))
     rejected = binom.cdf(critical, d, wins) + binom.sf(d - critical - 1, d, wins)
     return float(np.sum(binom.pmf(d, n, discordance) * np.where(critical >= 0, rejected, 0.0)))
+
+
+def mde_average(parts: Sequence[tuple[int, float, float]], alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimum detectable difference of the normalised average (z-based, paired) over benchmarks given as
+    (pairs n, random baseline, variance of one pair's difference: the discordance rate for 0/1 scores)."""
+    from scipy.stats import norm
+
+    se = math.sqrt(sum(variance / n * slope(baseline) ** 2 for n, baseline, variance in parts)) / len(parts)
+    return float(norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se
 
 
 def mde_continuous(n: int, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:

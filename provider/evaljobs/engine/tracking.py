@@ -156,6 +156,8 @@ def evaluation_summary(metrics: dict[str, Any]) -> dict[str, Any]:
     summary |= {k: timing.get(k) for k in ("requests_per_second", "tokens_in", "tokens_out")}
     if metrics.get("subscores"):
         summary["subscores"] = metrics["subscores"]
+    score_ci = (metrics.get("ci") or {}).get("score") or {}
+    summary |= {"score_ci_low": score_ci.get("ci_low"), "score_ci_high": score_ci.get("ci_high")}
     return {k: v for k, v in summary.items() if v is not None}
 
 
@@ -166,8 +168,16 @@ def log_leaderboard(board: dict[str, Any], results_home: Path, target: WandbTarg
 
     columns = list(board["columns"])
     rows = board["rows"]
-    head = ["rank", "model", "variant", "average", "benchmarks", "evaluated_at"]
-    data = [[row.get(k) for k in head] + [(row.get("scores") or {}).get(c) for c in columns] for row in rows]
+    head = ["rank", "tier", "model", "variant", "average", "average_ci_low", "average_ci_high", "benchmarks"]
+    bounds = [f"{c}_{end}" for c in columns for end in ("ci_low", "ci_high")]
+    data = [
+        [row.get(k) for k in head[:5]]
+        + list(row.get("average_ci") or (None, None))
+        + [row.get("benchmarks"), row.get("evaluated_at")]
+        + [(row.get("scores") or {}).get(c) for c in columns]
+        + [x for c in columns for x in ((row.get("ci") or {}).get(c) or (None, None))]
+        for row in rows
+    ]
     charts = {f"charts/{c}": _bar_chart(rows, c, lambda r, c=c: (r.get("scores") or {}).get(c)) for c in columns}
     charts["charts/average"] = _bar_chart(rows, "average (normalised)", lambda r: r.get("average"))
     init = {
@@ -176,7 +186,8 @@ def log_leaderboard(board: dict[str, Any], results_home: Path, target: WandbTarg
         "name": f"leaderboard · {board['project']}",
     }
     with _run(board["project"], results_home, target, init) as (run, tracked):
-        run.log({"leaderboard": wandb.Table(columns=head + columns, data=data, allow_mixed_types=True), **charts})
+        table = wandb.Table(columns=[*head, "evaluated_at", *columns, *bounds], data=data, allow_mixed_types=True)
+        run.log({"leaderboard": table, **charts})
         run.summary["models"] = len(rows)
     return tracked
 

@@ -20,11 +20,16 @@ class LeaderboardSensor(BaseSensorOperator):
     :param min_average: least normalised average (0-100) over ``benchmarks``
     :param max_rank: worst acceptable rank
     :param baseline_model: a model to beat, by at least ``min_delta`` points of normalised average
+    :param mode: ``threshold`` (point estimates) or ``statistical``: released only when the model is
+        significantly better than ``baseline_model`` by more than ``min_delta`` (one-sided, ``alpha``) and no
+        benchmark is significantly worse than ``-margin`` normalised points (Holm); see :mod:`evaljobs.engine.gate`
+    :param alpha: the statistical mode's significance level
+    :param margin: the statistical mode's non-inferiority margin per benchmark, in normalised points
     :param results_home: results store (default ``$EVALJOBS_HOME`` or ``~/.evaljobs``)
     :param deferrable: wait in the triggerer instead of a worker slot (default ``[operators] default_deferrable``)
     """
 
-    template_fields: Sequence[str] = ("project", "model", "benchmarks", "results_home")
+    template_fields: Sequence[str] = ("project", "model", "benchmarks", "baseline_model", "results_home")
 
     def __init__(
         self,
@@ -36,20 +41,21 @@ class LeaderboardSensor(BaseSensorOperator):
         max_rank: int | None = None,
         baseline_model: str | None = None,
         min_delta: float = 0.0,
+        mode: str = "threshold",
+        alpha: float = 0.05,
+        margin: float = 5.0,
         results_home: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if max_rank is not None and max_rank < 1:
-            raise ValueError(f"max_rank must be 1 or more, got {max_rank}")
-        if min_average is not None and not 0 <= min_average <= 100:
-            raise ValueError(f"min_average is a normalised score between 0 and 100, got {min_average}")
         self.project, self.model, self.benchmarks = project, model, benchmarks
         self.min_average, self.max_rank = min_average, max_rank
         self.baseline_model, self.min_delta = baseline_model, min_delta
+        self.mode, self.alpha, self.margin = mode, alpha, margin
         self.results_home = results_home
         self.deferrable = deferrable
+        self._gate()  # refuses bad conditions when the DAG is parsed
 
     def _gate(self):
         from evaljobs.engine.gate import Gate
@@ -62,6 +68,9 @@ class LeaderboardSensor(BaseSensorOperator):
             self.max_rank,
             self.baseline_model,
             self.min_delta,
+            self.mode,
+            self.alpha,
+            self.margin,
         )
 
     def _home(self) -> str:
