@@ -64,7 +64,9 @@ CHOICES = benchmark_choices()
     },
 )
 def evaljobs_quickstart():
-    serve = VLLMServeOperator(task_id="serve", checkpoint=f"{{{{ params.checkpoint or '{embedded_model()}' }}}}")
+    serve = VLLMServeOperator(
+        task_id="serve", checkpoint=f"{{{{ params.checkpoint or '{embedded_model()}' }}}}", evaluations=["evaluate"]
+    )
     evaluate = WandbEvalOperator(
         task_id="evaluate",
         server=serve.output,

@@ -18,7 +18,7 @@ LEADERBOARDS = AssetAlias("evaljobs-leaderboards")
 def leaderboard_asset(project: str) -> Asset:
     """The Asset of ``project``'s leaderboard, ``evaljobs://leaderboards/<project>``: it gets an event each time
     an evaluation publishes the leaderboard (``extra``: project, model, its scores, rank and average)."""
-    return Asset(f"evaljobs://leaderboards/{quote(project, safe='/')}", group="evaljobs")
+    return Asset(f"evaljobs://leaderboards/{quote(project, safe='/')}")
 
 
 def leaderboard_event(project: str, board: dict[str, Any], model: str | None = None) -> dict[str, Any]:

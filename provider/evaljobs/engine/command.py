@@ -1,4 +1,5 @@
-"""The one command that runs a job: built here for local processes (and, later, for pods)."""
+"""The one command that runs a job, built here for local processes and pods; and the request-cache check of a
+job, run as a child process."""
 
 from __future__ import annotations
 
@@ -49,9 +50,30 @@ def run_local(
     spec_file, summary_file = workdir / "spec.json", workdir / "summary.json"
     write_json(spec_file, spec.model_dump(mode="json"))
     summary_file.unlink(missing_ok=True)
+    code = _run(run_command(spec_file, summary_file), {**os.environ, **(secrets or {})}, log, started)
+    if code != 0:
+        raise HarnessError(
+            f"evaluation job {spec.job_id} failed (evaljobs run exited with {code}); "
+            f"its messages are above, finished benchmarks are under {spec.destination.results_home}"
+        )
+    return json.loads(summary_file.read_text())
+
+
+def answered_by_cache(spec: JobSpec, log: logging.Logger | Any = None) -> bool:
+    """:func:`evaljobs.engine.job.answered_by_cache` in a child process (lm-eval stays out of this one), its
+    lines relayed to ``log`` as :func:`run_local` relays them."""
+    log = log or logging.getLogger(__name__)
+    spec_file = spec.destination.results_home / "jobs" / spec.job_id / "cache-check.json"
+    write_json(spec_file, spec.model_dump(mode="json"))
+    command = [sys.executable, "-m", "evaljobs.engine.command", str(spec_file)]
+    return _run(command, dict(os.environ), log) == 0
+
+
+def _run(command: list[str], env: dict[str, str], log: Any, started: Callable | None = None) -> int:
+    """Run ``command``, each line of its stdout to ``log.info`` and of its stderr to ``log.warning``."""
     process = subprocess.Popen(
-        run_command(spec_file, summary_file),
-        env={**os.environ, **(secrets or {})},
+        command,
+        env=env,
         preexec_fn=die_with_parent(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -69,12 +91,7 @@ def run_local(
     process.wait()
     for relay in relays:
         relay.join()
-    if process.returncode != 0:
-        raise HarnessError(
-            f"evaluation job {spec.job_id} failed (evaljobs run exited with {process.returncode}); "
-            f"its messages are above, finished benchmarks are under {spec.destination.results_home}"
-        )
-    return json.loads(summary_file.read_text())
+    return process.returncode
 
 
 def _relay(stream: IO[str], emit: Callable[[str], None]) -> None:
@@ -82,3 +99,9 @@ def _relay(stream: IO[str], emit: Callable[[str], None]) -> None:
     for line in stream:
         if line.strip():
             emit(line.rstrip())
+
+
+if __name__ == "__main__":  # the child of answered_by_cache: exit 0 when the cache answers every request
+    from evaljobs.engine.job import answered_by_cache as _answered
+
+    sys.exit(0 if _answered(JobSpec.parse(json.loads(Path(sys.argv[1]).read_text()))) else 1)

@@ -168,6 +168,10 @@ def task_for(benchmark: Benchmark, settings: Settings, groups: Collection[str] =
     return {"group": f"evaljobs::{benchmark.name}", "task": [member]}
 
 
+class Uncached(Exception):
+    """A cache-only harness was asked for requests that its request cache does not hold."""
+
+
 class Harness:
     """One lm-eval model object, reused for every benchmark of a job."""
 
@@ -179,10 +183,12 @@ class Harness:
         alive: Callable[[], bool] | None = None,
         mirror: Path | None = None,
         log: Callable[[str], None] = print,
+        cache_only: bool = False,
     ):
         """``alive``: whether the server we started still runs (requests to a dead one are not retried);
         ``mirror``: the dataset mirror, whose ``nltk_data`` folder scoring reads first; ``log``: where the
-        progress lines go."""
+        progress lines go; ``cache_only``: answer from the request cache alone, raising :class:`Uncached` (out
+        of :meth:`evaluate` too) as soon as lm-eval has a request the cache does not hold."""
         from evaljobs.engine.retrying import RetryPolicy
 
         if mirror and (mirror / "nltk_data").is_dir():
@@ -194,7 +200,7 @@ class Harness:
         self.chat = endpoint.api == "chat"
         self.lm = _tracked(endpoint.api).create_from_arg_obj(model_args(endpoint, settings), {})
         self.lm.policy = RetryPolicy(self.lm.base_url, settings.max_retries, settings.retry_deadline, alive=alive)
-        self.log = log
+        self.log, self.lm.cache_only = log, cache_only
         self._task_managers: dict[bool, Any] = {}
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir, self.cache = cache_dir, str(cache_dir / "requests")
@@ -252,7 +258,7 @@ class Harness:
             metrics |= {f"{m}_stderr,{f}": mean_stderr(v) for (m, f), v in values.items()}
             out |= {"results": {name: metrics}, "samples": {}, "n-samples": {name: {"effective": len(records)}}}
             run = _collect(benchmark, out, time.monotonic() - started, records)
-        except HarnessError:
+        except (HarnessError, Uncached):
             raise
         except Exception as exc:
             raise HarnessError(f"benchmark {name} failed: {type(exc).__name__}: {exc}") from exc
@@ -276,7 +282,7 @@ class Harness:
             out = self._call(benchmarks)
             seconds = time.monotonic() - started
             runs = [_collect(b, out, seconds) for b in benchmarks]
-        except HarnessError:
+        except (HarnessError, Uncached):
             raise
         except Exception as exc:
             label = "benchmark" if len(benchmarks) == 1 else "benchmarks"
@@ -389,17 +395,29 @@ def _tracked(api: str) -> type:
 
     class Tracked(api_model(api)):
         progress: Progress
+        cache_only = False
 
         def set_cache_hook(self, cache_hook: Any) -> None:
             super().set_cache_hook(_CountingHook(cache_hook, self))
 
         def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-            self.progress.sending(requests, lambda r: r.args)
+            self.sending(requests, "loglikelihood", lambda r: r.args)
             return super().loglikelihood(requests, disable_tqdm=True)
 
         def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-            self.progress.sending(requests, lambda r: r.args[0])
+            self.sending(requests, "generation", lambda r: r.args[0])
             return super().generate_until(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+            self.sending(requests, "rolling loglikelihood")  # answers without a cache key: not counted
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def sending(self, requests: list[Any], kind: str, key: Callable[[Any], Any] | None = None) -> None:
+            """lm-eval calls the model only with the requests its cache does not hold (never with none)."""
+            if self.cache_only:
+                raise Uncached(f"{len(requests)} {kind} requests (at least) are not in the request cache")
+            if key:
+                self.progress.sending(requests, key)
 
     return Tracked
 

@@ -18,12 +18,13 @@ import httpx
 from evaljobs import __version__
 from evaljobs.engine import hub, leaderboard, preflight, serving, tracking
 from evaljobs.engine.catalog import Benchmark
-from evaljobs.engine.errors import HarnessError
-from evaljobs.engine.harness import BenchmarkRun, Endpoint, Harness
+from evaljobs.engine.errors import EvalJobsError, HarnessError
+from evaljobs.engine.harness import BenchmarkRun, Endpoint, Harness, Uncached
 from evaljobs.engine.modelprep import ModelFolder
 from evaljobs.engine.results import ResultRow, ResultsStore, slug, write_json, write_jsonl
 from evaljobs.engine.spec import JobSpec
 
+CACHE_ONLY = "http://cache-only.invalid/v1"  # the endpoint of a harness that answers from its cache alone
 COUNTERS = {
     "requests": "vllm:request_success_total",
     "tokens_in": "vllm:prompt_tokens_total",
@@ -85,6 +86,24 @@ def run_job(spec: JobSpec, secrets: Mapping[str, str] | None = None, log: Callab
         return _run_checked(spec, checked, target, log)
 
 
+def answered_by_cache(spec: JobSpec, log: Callable[[str], None] = say) -> bool:
+    """Whether the request cache holds every request of ``spec`` (a checkpoint it would serve), so that the job
+    runs with no server: the job's own evaluation with no server behind it (:func:`from_cache`), its results
+    not recorded. False when the job cannot get that far (preflight refuses it): the job says why."""
+    try:
+        checked = preflight.run(spec, {}, tracking.WandbTarget.from_env({}, "disabled", None))
+    except EvalJobsError as exc:
+        log(f"the job cannot be checked against the request cache ({type(exc).__name__}); the server is started")
+        return False
+    cache = spec.destination.results_home / "cache" / model_key(spec, checked.folder)
+    mirror_cache = spec.destination.results_home / "jobs" / spec.job_id / "datasets" if spec.datasets.mirror else None
+    with (
+        hub.environment(TQDM_DISABLE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1"),
+        hub.datasets_cache(mirror_cache),
+    ):
+        return from_cache(spec, checked, cache, log) is not None
+
+
 def _run_checked(
     spec: JobSpec, checked: preflight.Checked, target: tracking.WandbTarget, log: Callable[[str], None]
 ) -> JobResult:
@@ -93,14 +112,15 @@ def _run_checked(
     workdir = home / "jobs" / spec.job_id
     rows, runs, failures = [], {}, []
     mirror_cache = workdir / "datasets" if spec.datasets.mirror else None
+    cache = home / "cache" / model_key(spec, checked.folder)
     with (
-        _endpoint(spec, checked, workdir, log) as (endpoint, server),
         hub.environment(HF_TOKEN=checked.hf_token),
         hub.datasets_cache(mirror_cache),
+        _endpoint(spec, checked, workdir, cache, log) as (endpoint, server, answered),
     ):
-        cache = home / "cache" / model_key(spec, checked.folder)
-        harnesses = _harnesses(spec, checked, endpoint, server, cache, workdir, log)
-        ours = not spec.model.hosted  # a vLLM server: ours, or one serving this checkpoint for the DAG
+        harnesses = _harnesses(spec, checked, endpoint, server, cache, workdir, log) if endpoint else []
+        # a vLLM server: ours, or one serving this checkpoint for the DAG (none when the cache answered all)
+        ours = endpoint is not None and not spec.model.hosted
         context = {
             "versions": {"evaljobs": __version__, "vllm": server_version(endpoint) if ours else None},
             "server": {"args": server.process.args[3:]} if server else None,
@@ -112,9 +132,11 @@ def _run_checked(
         if total > 1:
             log(f"evaluating the {total} benchmarks together: their requests share the server")
         before = _counters(endpoint) if ours else None
-        for outcomes in (o for harness, benchmarks in harnesses for o in harness.evaluate(benchmarks)):
+        evaluated = (o for harness, benchmarks in harnesses for o in harness.evaluate(benchmarks))
+        for outcomes in evaluated if answered is None else answered:
             after = _counters(endpoint) if ours else None
             counted = _delta(after, before) if after and before else {}
+            counted = dict.fromkeys(COUNTERS, 0) if answered else counted
             before = after
             finished = [o for o in outcomes if not isinstance(o, HarnessError)]
             for error in (o for o in outcomes if isinstance(o, HarnessError)):
@@ -231,12 +253,18 @@ def merge_rows(remote: list[ResultRow], local: list[ResultRow]) -> list[ResultRo
 
 @contextmanager
 def _endpoint(
-    spec: JobSpec, checked: preflight.Checked, workdir: Path, log: Callable[[str], None]
-) -> Iterator[tuple[Endpoint, serving.Server | None]]:
-    """The endpoint to evaluate: a vLLM server started (and always stopped) here, or the hosted one."""
+    spec: JobSpec, checked: preflight.Checked, workdir: Path, cache: Path, log: Callable[[str], None]
+) -> Iterator[tuple[Endpoint | None, serving.Server | None, list[list[BenchmarkRun]] | None]]:
+    """The endpoint to evaluate: a vLLM server started (and always stopped) here, or the hosted one; or, when
+    the request cache answers every request of a checkpoint this job would serve, no endpoint and the
+    outcomes (see :func:`from_cache`)."""
     model, resources = spec.model, spec.resources
     if model.hosted:
-        yield Endpoint(model.base_url, model.model, model.api, None, checked.api_key, resources.max_model_len), None
+        yield (
+            Endpoint(model.base_url, model.model, model.api, None, checked.api_key, resources.max_model_len),
+            None,
+            None,
+        )
         return
     if model.endpoint:
         yield (
@@ -249,7 +277,11 @@ def _endpoint(
                 resources.max_model_len,
             ),
             None,
+            None,
         )
+        return
+    if (answered := from_cache(spec, checked, cache, log)) is not None:
+        yield None, None, answered
         return
     log(f"starting vLLM for {model.checkpoint} (log: {workdir / 'vllm.log'})")
     started = time.monotonic()
@@ -260,7 +292,31 @@ def _endpoint(
                 server.base_url, server.model, "completions", str(checked.folder.path), None, resources.max_model_len
             ),
             server,
+            None,
         )
+
+
+def from_cache(
+    spec: JobSpec, checked: preflight.Checked, cache: Path, log: Callable[[str], None]
+) -> list[list[BenchmarkRun]] | None:
+    """The outcomes of every benchmark when the request cache holds each request they make, evaluated with no
+    server; None (start the server) as soon as one request is missing, for a benchmark lm-eval does not run,
+    or when a benchmark fails (evaluated with the server, it fails with the server's side of the story)."""
+    if not (cache / "requests_rank0.db").is_file() or any(b.backend != "lm_eval" for b in checked.benchmarks):
+        return None
+    folder, resources = str(checked.folder.path), spec.resources
+    endpoint = Endpoint(CACHE_ONLY, spec.model.display_name, "completions", folder, None, resources.max_model_len)
+    harness = Harness(endpoint, spec.settings, cache, mirror=spec.datasets.mirror, log=log, cache_only=True)
+    log("looking for every request in the request cache first")
+    try:
+        answered = list(harness.evaluate(checked.benchmarks))
+    except Uncached as missing:
+        log(f"{missing}: the server is needed")
+        return None
+    if any(isinstance(o, HarnessError) for outcomes in answered for o in outcomes):
+        return None
+    log("every request is in the request cache: no server started")
+    return answered
 
 
 def model_key(spec: JobSpec, folder: ModelFolder | None) -> str:

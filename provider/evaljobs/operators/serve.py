@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
@@ -12,16 +13,18 @@ EXECUTION_MODES = ("local", "kubernetes")
 
 
 class ServerInfo(TypedDict):
-    """The XCom of :class:`VLLMServeOperator`: one shape for a local process and a cluster server.
+    """The XCom of :class:`VLLMServeOperator`: one shape for a local process, a cluster server and no server.
 
     ``base_url`` (the OpenAI-compatible ``.../v1``), ``model`` (the served name), ``checkpoint`` (the folder it
     serves, on the worker or in the cluster) and ``artifact`` (the W&B artifact it came from, or None) are what
     evaluations read; ``pid`` and ``log`` are set for a local process, ``name``, ``namespace`` and ``conn_id``
-    (its Deployment/Service and the Kubernetes connection) for a cluster server, the others None.
+    (its Deployment/Service and the Kubernetes connection) for a cluster server, the others None. Mode
+    ``cached``: no server was started, the request cache holds every request of the evaluations it serves
+    (``base_url`` None; an evaluation then runs as a job that serves the checkpoint itself should it need to).
     """
 
-    mode: Literal["local", "kubernetes"]
-    base_url: str
+    mode: Literal["local", "kubernetes", "cached"]
+    base_url: str | None
     model: str
     checkpoint: str
     artifact: str | None
@@ -32,7 +35,7 @@ class ServerInfo(TypedDict):
     conn_id: str | None
 
 
-def server_info(mode: Literal["local", "kubernetes"], **fields: Any) -> ServerInfo:
+def server_info(mode: Literal["local", "kubernetes", "cached"], **fields: Any) -> ServerInfo:
     """A :class:`ServerInfo` with every field present (those not given are None)."""
     return ServerInfo(mode=mode, **{key: fields.get(key) for key in ServerInfo.__annotations__ if key != "mode"})
 
@@ -73,6 +76,10 @@ class VLLMServeOperator(BaseOperator):
     :param deferrable: in ``kubernetes`` mode, wait for the server in the triggerer
         (:class:`~evaljobs.triggers.server.VLLMServerTrigger`) instead of holding a worker slot
     :param poll_interval: seconds between readiness checks in ``kubernetes`` mode
+    :param evaluations: the task ids of the (unmapped) :class:`~evaljobs.operators.evaluate.WandbEvalOperator`
+        tasks this server is for. In ``local`` mode, when the request cache holds every request they will make
+        (checked exactly: their own evaluation, run with no server), vLLM is not started and the XCom's mode is
+        ``cached``; one missing request, or a mapped evaluation among them, and it is started
     """
 
     template_fields: Sequence[str] = ("checkpoint", "served_name", "log_dir")
@@ -89,6 +96,7 @@ class VLLMServeOperator(BaseOperator):
         kubernetes: dict[str, Any] | None = None,
         deferrable: bool = True,
         poll_interval: float = 10.0,
+        evaluations: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,6 +109,7 @@ class VLLMServeOperator(BaseOperator):
         self.server_resources = validated(Resources, server_resources or {})
         self.checkpoint, self.served_name, self.log_dir = checkpoint, served_name, log_dir
         self.execution_mode, self.wandb_conn_id = execution_mode, wandb_conn_id
+        self.evaluations = [evaluations] if isinstance(evaluations, str) else list(evaluations)
 
     def execute(self, context: Any) -> ServerInfo:
         from pathlib import Path
@@ -120,6 +129,10 @@ class VLLMServeOperator(BaseOperator):
             target = WandbHook(self.wandb_conn_id).target() if source.is_artifact else None
             folder = checkpoint_folder(source, target)
             name = self.served_name or folder.path.name
+            artifact = self.checkpoint if source.is_artifact else None
+            if self.evaluations and self.answered_by_cache(context, str(folder.path), name):
+                self.log.info("every request of %s is in the request cache: vLLM is not started", self.evaluations)
+                return server_info("cached", model=name, checkpoint=str(folder.path), artifact=artifact)
             log_dir = Path(self.log_dir or default_results_home() / "servers" / context["run_id"].replace(":", "_"))
             server = serving.start(folder.path, name, self.server_resources, log_dir, detach=True)
         except EvalJobsError as exc:
@@ -132,10 +145,35 @@ class VLLMServeOperator(BaseOperator):
             base_url=server.base_url,
             model=name,
             checkpoint=str(folder.path),
-            artifact=self.checkpoint if source.is_artifact else None,
+            artifact=artifact,
             pid=server.process.pid,
             log=str(server.log_path),
         )
+
+    def answered_by_cache(self, context: Any, folder: str, name: str) -> bool:
+        """Whether the request cache answers every request of the ``evaluations`` tasks, rendered in this task's
+        context (the same DAG run) with the checkpoint folder as their model."""
+        from evaljobs.engine.command import answered_by_cache
+        from evaljobs.engine.errors import SpecError
+        from evaljobs.engine.spec import JobSpec
+
+        for task_id in self.evaluations:
+            task = context["dag"].get_task(task_id)
+            if task.is_mapped:
+                self.log.info("%s is mapped: its requests are not known before it runs, so vLLM is started", task_id)
+                return False
+            probe = copy.copy(task)
+            for field in task.template_fields:
+                if field != "server":  # this task's own XCom, not pushed yet
+                    setattr(probe, field, task.render_template(getattr(task, field), context))
+            probe.server = server_info("cached", model=name, checkpoint=folder)
+            try:
+                spec = JobSpec.parse(probe.job_spec(context))
+            except SpecError:
+                return False  # the evaluation reports it
+            if not answered_by_cache(spec, self.log):
+                return False
+        return True
 
     def shared_server(self, context: Any) -> Any:
         """The Deployment + Service manifests of this task's server
@@ -253,6 +291,8 @@ class VLLMStopOperator(BaseOperator):
         server = self.server
         if not server:
             self.log.info("no server to stop (the setup task did not start one)")
+        elif server["mode"] == "cached":
+            self.log.info("no server to stop (the request cache answered every request)")
         elif server["mode"] == "kubernetes":
             from evaljobs.kubernetes.server import delete
 
