@@ -1,18 +1,27 @@
 """A project's leaderboard as one self-contained HTML page (works offline: no external URL, all CSS/JS/SVG
 inline), plus PNG charts beside it.
 
-The page holds the sortable leaderboard, a bar chart per benchmark (stderr error bars when the harness reported
-them) and of the normalised average, a heat map models x benchmarks, the worst and best examples of every
-(model, benchmark) result and what differs between settings variants.
+The page holds the sortable leaderboard with each model's tier and the 95 % CIs, a bar chart per benchmark and of
+the normalised average (the leaderboard's 95 % CIs as whiskers), a heat map models x benchmarks, the worst and
+best examples of every (model, benchmark) result, a compare view of two models and what differs between
+settings variants.
+
+The compare view holds :func:`compare.compare` of every pair of the top ``COMPARE_MODELS`` entries that share
+settings, fewer entries when their pairs would take more than ``COMPARE_BUDGET`` benchmark comparisons (a
+comparison costs ~5-10 ms a benchmark: 12 models x 100 benchmarks would take a minute). Each pair is computed
+once; the reverse order is its mirror image (deltas and CIs negated, flips swapped: both tests are two-sided and
+symmetric). Of each benchmark's flips the page holds ``FLIPS_SHOWN`` a direction with their texts, and the counts
+of all; the texts are read from the bundles' ``samples.jsonl``, each bundle once.
 
 Hand-written pieces, and why:
 - the page's charts (per benchmark, the average, the heat map) are plain SVG ``<rect>`` elements: matplotlib
   takes ~0.35 s per SVG chart (the heat map ~0.8 s, and importing it ~0.6 s), so a 100-benchmark report would
   take 35 s instead of well under 2 s. The PNGs ``write_report`` writes are the same charts drawn by matplotlib.
-- ~50 lines of JavaScript in the template: sorting the table (a sorting library would have to be vendored
-  into the page to stay offline), and the drill-down. Its examples are JSON in the page, every distinct text
-  stored once and turned into elements (as text nodes) when a result is chosen: pre-rendered, 100 models x
-  100 benchmarks x 10 examples would be 100,000 hidden HTML blocks repeating the same prompts (~150 MB).
+- ~150 lines of JavaScript in the template: sorting the table (a sorting library would have to be vendored
+  into the page to stay offline), the drill-down and the compare view. Their examples are JSON in the page, every
+  distinct text stored once and turned into elements (as text nodes) when a result is chosen: pre-rendered,
+  100 models x 100 benchmarks x 10 examples would be 100,000 hidden HTML blocks repeating the same prompts
+  (~150 MB).
 
 The drill-down's examples are ranked once, when a job writes a result bundle (``write_examples``): its
 ``examples.json`` holds the ``K_MAX`` worst and best records, already in the form the page shows, and their
@@ -23,10 +32,10 @@ that file (written by an older version) is scanned, streamed: only the k worst a
 
 from __future__ import annotations
 
+import gc
 import heapq
 import io
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,8 +47,9 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from evaljobs.engine import stats
 from evaljobs.engine.errors import SpecError
-from evaljobs.engine.leaderboard import Leaderboard, build
+from evaljobs.engine.leaderboard import Entry, Leaderboard, build
 from evaljobs.engine.results import ResultRow, ResultsStore, slug, write_bytes, write_json, write_text
 
 SHOWN_CHARS = 400  # longer prompts show their end (where the question is), other texts their start
@@ -48,30 +58,35 @@ HEATMAP_COLORS = "viridis"
 BAR_COLOR = "#4f6bed"
 TEXT_FIELDS = ("input", "target", "output", "raw")  # an example's texts: stored once in the page
 K_MAX = 5  # worst and best examples a bundle's examples.json keeps (what a page shows by default; more: a scan)
+COMPARE_MODELS = 12  # the compare view holds every pair of up to this many top entries ...
+COMPARE_BUDGET = 150  # ... and at most this many benchmark comparisons (pairs x benchmarks): fewer entries
+FLIPS_SHOWN = 5  # flipped examples a benchmark and direction the compare view shows with their texts
 
 RowKey = tuple[str, str, str]  # (model, settings hash, benchmark)
 
 
 @dataclass(frozen=True)
 class Bar:
-    """One bar of a chart: a model's value and, when known, its standard error."""
+    """One bar of a chart: a model's value and, when known, its 95 % CI."""
 
     label: str
     value: float
-    err: float | None = None
+    ci: tuple[float, float] | None = None
 
 
 def render_html(board: Leaderboard, rows: list[ResultRow], *, examples: int = 5) -> str:
-    """The report page: table, charts, heat map, per-example drill-down (``examples`` worst and best each)."""
+    """The report page: table, charts, heat map, per-example drill-down (``examples`` worst and best each),
+    compare view."""
     from markupsafe import Markup
 
-    by_key = _by_key(rows)
-    drilldowns = _drilldowns(board, by_key, examples)
+    by_key, texts = _by_key(rows), {}
+    sections = _drilldowns(board, by_key, examples, texts)
+    data = {"shown": SHOWN_CHARS, "sections": sections, "compare": _comparisons(board, texts), "texts": list(texts)}
     baselines, metrics = {r.benchmark: r.baseline for r in rows}, {r.benchmark: r.metric for r in rows}
     charts = [
         {"benchmark": b, "metric": metrics.get(b, ""), "svg": Markup(_bars_svg(bars, 1.0, baselines.get(b), 3))}
         for b in board.benchmarks
-        for bars in [_benchmark_bars(board, by_key, b)]
+        for bars in [_benchmark_bars(board, b)]
     ]
     return _template().render(
         board=board,
@@ -80,9 +95,12 @@ def render_html(board: Leaderboard, rows: list[ResultRow], *, examples: int = 5)
         average_svg=Markup(_bars_svg(_average_bars(board), 100.0, None, 1, width=960.0)),
         charts=charts,
         heatmap_svg=Markup(_heatmap_svg(board)) if board.entries else "",
-        drill_groups=[(label, list(group)) for label, group in groupby(drilldowns["sections"], itemgetter("label"))],
-        drilldown_json=Markup(_script_json(drilldowns)),
+        drill_groups=[(label, list(group)) for label, group in groupby(sections, itemgetter("label"))],
+        drilldown_json=Markup(_script_json(data)),
         settings=_settings_table(board),
+        interval=_interval_text,
+        tier_tests=max(1, len(board.entries) - 1),
+        tier_level=stats.ALPHA / max(1, len(board.entries) - 1),
     )
 
 
@@ -122,28 +140,30 @@ def _by_key(rows: Iterable[ResultRow]) -> dict[RowKey, ResultRow]:
     return {(r.model, r.settings_hash, r.benchmark): r for r in rows}
 
 
-def _stderr(row: ResultRow | None) -> float | None:
-    """The stderr lm-eval reported for the row's primary metric (``acc,none`` -> ``acc_stderr,none``)."""
-    if row is None:
-        return None
-    name, comma, scope = row.metric.partition(",")
-    value = row.metrics.get(f"{name}_stderr{comma}{scope}")
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+def _interval(entry: Entry, benchmark: str | None = None, normalised: bool = False) -> tuple[float, float] | None:
+    """The leaderboard's 95 % CI of ``entry``'s score on ``benchmark`` (0-1; ``normalised``: 0-100), or of its
+    normalised average without a benchmark; ``None`` when it has none. What the charts and the table show."""
+    if benchmark is None:
+        return entry.average_ci
+    estimate = (entry.normalised_ci if normalised else entry.score_ci).get(benchmark)
+    return None if estimate is None or estimate.ci_low is None else (estimate.ci_low, estimate.ci_high)
 
 
-def _benchmark_bars(board: Leaderboard, by_key: dict[RowKey, ResultRow], benchmark: str) -> list[Bar]:
+def _interval_text(entry: Entry, benchmark: str | None = None, normalised: bool = False, digits: int = 3) -> str:
+    """The CI as "[low, high]", or "" without one."""
+    ci = _interval(entry, benchmark, normalised)
+    return "" if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _benchmark_bars(board: Leaderboard, benchmark: str) -> list[Bar]:
     """The models' scores on ``benchmark``, best first."""
-    bars = [
-        Bar(e.label, e.scores[benchmark], _stderr(by_key.get((e.model, e.settings_hash, benchmark))))
-        for e in board.entries
-        if benchmark in e.scores
-    ]
+    bars = [Bar(e.label, e.scores[benchmark], _interval(e, benchmark)) for e in board.entries if benchmark in e.scores]
     return sorted(bars, key=lambda bar: -bar.value)
 
 
 def _average_bars(board: Leaderboard) -> list[Bar]:
     """The normalised averages, in rank order."""
-    return [Bar(e.label, e.average) for e in board.entries]
+    return [Bar(e.label, e.average, _interval(e)) for e in board.entries]
 
 
 def _settings_table(board: Leaderboard) -> dict[str, Any]:
@@ -166,9 +186,9 @@ def _setting(value: Any) -> str:
 # --- per-example drill-down ------------------------------------------------------------------------------
 
 
-def _drilldowns(board: Leaderboard, by_key: dict[RowKey, ResultRow], k: int) -> dict[str, Any]:
-    """Per (entry, benchmark) result, its ``k`` worst and ``k`` best examples; each distinct text is kept once."""
-    texts: dict[str, int] = {}
+def _drilldowns(board: Leaderboard, by_key: dict[RowKey, ResultRow], k: int, texts: dict[str, int]) -> list[dict]:
+    """Per (entry, benchmark) result, its ``k`` worst and ``k`` best examples; their texts are indexes into
+    ``texts`` (each distinct text kept once)."""
     sections = []
     for entry in board.entries:
         for benchmark in board.benchmarks:
@@ -188,7 +208,7 @@ def _drilldowns(board: Leaderboard, by_key: dict[RowKey, ResultRow], k: int) -> 
                     "best": [_example(r, texts) for r in best],
                 }
             )
-    return {"shown": SHOWN_CHARS, "texts": list(texts), "sections": sections}
+    return sections
 
 
 def _examples(bundle: str, k: int) -> tuple[list[dict], list[dict], int]:
@@ -282,11 +302,123 @@ def _choice(choices: list | None, value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+# --- compare view ----------------------------------------------------------------------------------------
+
+COMPARED = ("benchmark", "n", "delta", "ci_low", "ci_high", "p_value", "p_adjusted", "method", "flips_up", "flips_down")
+
+
+def _compared(board: Leaderboard) -> list[Entry]:
+    """The top entries the compare view pairs: ``COMPARE_MODELS``, fewer when their pairs would take more than
+    ``COMPARE_BUDGET`` benchmark comparisons; none when the board has no statistics (no CIs computed)."""
+    if not any(e.score_ci for e in board.entries):
+        return []
+    n = min(COMPARE_MODELS, len(board.entries))
+    while n > 2 and n * (n - 1) // 2 * len(board.benchmarks) > COMPARE_BUDGET:
+        n -= 1
+    return board.entries[:n]
+
+
+def _comparisons(board: Leaderboard, texts: dict[str, int]) -> dict[str, Any]:
+    """The compare view's data: :func:`compare.compare` of each pair of :func:`_compared` entries (key
+    "i,j": model i vs baseline j; ``{"error": why}`` when they cannot be paired), and the flipped examples
+    they show (``examples``: each model's record of a flipped example once, its texts indexes into ``texts``)."""
+    entries = _compared(board)
+    pairs: dict[str, dict[str, Any]] = {}
+    wanted: dict[str, set[tuple]] = {}  # bundle -> the (task, doc_id) of its examples the flips show
+    gc.freeze()  # statsmodels' Holm adjustment runs gc.collect() each call: ~0.2 s each over the objects until now
+    try:
+        for i, a in enumerate(entries):
+            for j in range(i + 1, len(entries)):
+                pair = _pair(board, a, entries[j], wanted)
+                pairs[f"{i},{j}"], pairs[f"{j},{i}"] = pair, _mirrored(pair)
+    finally:
+        gc.unfreeze()
+    records = {bundle: _records_of(bundle, keys) for bundle, keys in wanted.items()}
+    examples: list[dict[str, Any]] = []
+    index: dict[tuple, int | None] = {}
+
+    def example(bundle: str, key: tuple) -> int | None:
+        if (bundle, key) not in index:
+            record = records[bundle].get(key)
+            index[bundle, key] = None if record is None else len(examples)
+            if record is not None:
+                examples.append(_example(_shown(record), texts))
+        return index[bundle, key]
+
+    for pair in pairs.values():
+        for result in pair.get("benchmarks", ()):
+            for side in ("up", "down"):
+                result[side] = [[example(bm, key), example(bb, key)] for bm, bb, key in result[side]]
+    labels = [e.label for e in entries]
+    return {"models": labels, "limit": COMPARE_MODELS, "budget": COMPARE_BUDGET, "shown": FLIPS_SHOWN,
+            "entries": len(board.entries), "pairs": pairs, "examples": examples}  # fmt: skip
+
+
+def _pair(board: Leaderboard, a: Entry, b: Entry, wanted: dict[str, set[tuple]]) -> dict[str, Any]:
+    """``a`` vs ``b`` as the page shows it; each benchmark's first ``FLIPS_SHOWN`` flips a direction as
+    (model bundle, baseline bundle, (task, doc_id)), their keys added to ``wanted``."""
+    from evaljobs.engine import compare
+
+    if a.settings_hash != b.settings_hash:
+        settings = board.variants
+        why = compare.differences(
+            settings.get(a.settings_hash, {}), settings.get(b.settings_hash, {}), a.label, b.label
+        )
+        return {"error": f"results with different score-relevant settings cannot be paired: {why}"}
+    try:
+        result = compare.compare([*a.rows.values(), *b.rows.values()], a.model, b.model, project=board.project)
+    except compare.ComparisonError as exc:
+        return {"error": str(exc)}
+    found = result.as_dict()
+    benchmarks = []
+    for shown in found["benchmarks"]:
+        bundles = a.rows[shown["benchmark"]].bundle, b.rows[shown["benchmark"]].bundle
+        flips = {}
+        for side in ("up", "down"):
+            flips[side] = [(*bundles, tuple(key)) for key in shown[f"flipped_{side}"][:FLIPS_SHOWN]]
+            for bundle in bundles:
+                wanted.setdefault(bundle, set()).update(key for *_, key in flips[side])
+        benchmarks.append({k: shown[k] for k in COMPARED} | flips)
+    overall = {k: found["overall"][k] for k in ("delta", "ci_low", "ci_high", "p_value")}
+    return {"benchmarks": benchmarks, "overall": overall, "not_compared": found["not_compared"]}
+
+
+def _mirrored(pair: dict[str, Any]) -> dict[str, Any]:
+    """The comparison in the other order: deltas and CIs negated, flips swapped (the p-values stay)."""
+    if "error" in pair:
+        return pair
+
+    def negated(found: dict[str, Any]) -> dict[str, Any]:
+        low, high = found["ci_low"], found["ci_high"]
+        return found | {"delta": 0.0 - found["delta"], "ci_low": None if high is None else 0.0 - high,
+                        "ci_high": None if low is None else 0.0 - low}  # 0.0 - x: never -0.0  # fmt: skip
+
+    benchmarks = [
+        negated(r)
+        | {
+            "flips_up": r["flips_down"],
+            "flips_down": r["flips_up"],
+            "up": [(bb, bm, key) for bm, bb, key in r["down"]],
+            "down": [(bb, bm, key) for bm, bb, key in r["up"]],
+        }  # fmt: skip
+        for r in pair["benchmarks"]
+    ]
+    return {"benchmarks": benchmarks, "overall": negated(pair["overall"]), "not_compared": pair["not_compared"]}
+
+
+def _records_of(bundle: str, keys: set[tuple]) -> dict[tuple, dict[str, Any]]:
+    """The records of a bundle's ``samples.jsonl`` whose (task, doc_id) is in ``keys``, in one pass."""
+    path = Path(bundle) / "samples.jsonl"
+    if not keys or not path.is_file():
+        return {}
+    return {key: r for r in _records(path) if (key := (r.get("task"), r.get("doc_id"))) in keys}
+
+
 # --- charts ----------------------------------------------------------------------------------------------
 
 
 def _bars_svg(bars: list[Bar], scale: float, baseline: float | None, digits: int, width: float = 480.0) -> str:
-    """A horizontal bar chart as inline SVG (0..``scale``), with error bars and a dashed random baseline.
+    """A horizontal bar chart as inline SVG (0..``scale``), with 95 % CI whiskers and a dashed random baseline.
 
     Rows shrink with many models; below 12 px they lose their text (every bar keeps a hover title)."""
     left, right, top, axis = min(200.0, width * 0.38), 52.0, 8.0, 22.0
@@ -306,7 +438,9 @@ def _bars_svg(bars: list[Bar], scale: float, baseline: float | None, digits: int
     for i, bar in enumerate(bars):
         y, thick = top + i * step, step * 0.68
         mid = y + step / 2
-        tip = f"{bar.label}: {bar.value:.{digits}f}" + (f" ± {bar.err:.{digits}f}" if bar.err else "")
+        tip = f"{bar.label}: {bar.value:.{digits}f}"
+        if bar.ci:
+            tip += f", 95 % CI [{bar.ci[0]:.{digits}f}, {bar.ci[1]:.{digits}f}]"
         parts.append(f'<g class="row"><title>{escape(tip)}</title>')
         parts.append(f'<rect class="hit" x="0" y="{y:.1f}" width="{width:g}" height="{step:.1f}"/>')
         parts.append(
@@ -314,8 +448,8 @@ def _bars_svg(bars: list[Bar], scale: float, baseline: float | None, digits: int
             f' height="{thick:.1f}" rx="2"/>'
         )
         end = x(bar.value)
-        if bar.err:
-            lo, end = x(bar.value - bar.err), x(bar.value + bar.err)
+        if bar.ci:
+            lo, end = x(bar.ci[0]), max(end, x(bar.ci[1]))
             cap = thick / 4
             parts.append(
                 f'<path class="err" d="M{lo:.1f} {mid:.1f}H{end:.1f}M{lo:.1f} {mid - cap:.1f}V{mid + cap:.1f}'
@@ -432,7 +566,10 @@ def _bar_figure(bars: list[Bar], title: str, scale: float, baseline: float | Non
     left, height = _text_inches(labels, 8), 0.1 + 0.24 * len(bars)
     figure, axes = _figure(left + 5.6, height + 0.95)  # below: the axis; above: the title
     ax = axes(left, 0.45, 5.2, height)
-    errors = [bar.err or 0.0 for bar in bars] if any(bar.err for bar in bars) else None
+    errors = None
+    if any(bar.ci for bar in bars):  # matplotlib's asymmetric xerr: distances below and above the value
+        errors = [[max(0.0, b.value - b.ci[0]) if b.ci else 0.0 for b in bars],
+                  [max(0.0, b.ci[1] - b.value) if b.ci else 0.0 for b in bars]]  # fmt: skip
     ax.barh(range(len(bars)), [bar.value for bar in bars], xerr=errors, color=BAR_COLOR, capsize=3, height=0.68)
     ax.set_yticks(range(len(bars)), labels, fontsize=8)
     ax.invert_yaxis()
@@ -463,11 +600,11 @@ def _text_inches(labels: list[str], font: float) -> float:
 
 def _figures(board: Leaderboard, rows: list[ResultRow]) -> Iterable[tuple[str, Any]]:
     """(file stem, figure) of every PNG; the stems of the two summary charts cannot be a slug."""
-    by_key, baselines = _by_key(rows), {r.benchmark: r.baseline for r in rows}
+    baselines = {r.benchmark: r.baseline for r in rows}
     yield "_average", _bar_figure(_average_bars(board), "Normalised average (0-100)", 100.0, None)
     yield "_heatmap", _heatmap_figure(board)
     for b in board.benchmarks:
-        yield slug(b), _bar_figure(_benchmark_bars(board, by_key, b), b, 1.0, baselines.get(b))
+        yield slug(b), _bar_figure(_benchmark_bars(board, b), b, 1.0, baselines.get(b))
 
 
 def _png(figure) -> bytes:
