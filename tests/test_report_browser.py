@@ -164,7 +164,7 @@ def test_the_compare_view_shows_a_pair_and_opens_its_flips(statistics_page):
     row = page.find_element(By.CSS_SELECTOR, '#comparison-table tr[data-benchmark="arc_challenge"]')
     assert [td.text for td in row.find_elements(By.TAG_NAME, "td")] == [
         "arc_challenge", "40", f"{100 * arc.delta:+.1f}", f"[{100 * arc.ci_low:+.1f}, {100 * arc.ci_high:+.1f}]",
-        "1.000", "1.000", "mcnemar_exact", "1", "2", "flips",
+        "1.000", "1.000", "mcnemar_exact", "1", "2", "–" if arc.mde is None else f"{100 * arc.mde:.1f}", "flips",
     ]  # fmt: skip
     assert arc.delta == pytest.approx(-0.025) and (arc.flips_up, arc.flips_down) == (1, 2)
     row.find_element(By.TAG_NAME, "button").click()

@@ -304,7 +304,8 @@ def _choice(choices: list | None, value: Any) -> str:
 
 # --- compare view ----------------------------------------------------------------------------------------
 
-COMPARED = ("benchmark", "n", "delta", "ci_low", "ci_high", "p_value", "p_adjusted", "method", "flips_up", "flips_down")
+COMPARED = ("benchmark", "n", "delta", "ci_low", "ci_high", "p_value", "p_adjusted", "method", "flips_up", "flips_down",
+            "mde")  # fmt: skip
 
 
 def _compared(board: Leaderboard) -> list[Entry]:
