@@ -136,6 +136,17 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--format", choices=["table", "json"], default="table")
     compare.set_defaults(handler=_compare)
 
+    plan = commands.add_parser("plan", help="before a run: the smallest difference a limit lets a comparison detect")
+    plan.add_argument("--benchmarks", required=True, help="comma-separated catalog names or custom .yaml paths")
+    plan.add_argument("--limit", type=int, default=0, help="examples per benchmark (0 = all, when known)")
+    plan.add_argument("--discordance", type=float, help="share of examples two checkpoints answer differently")
+    plan.add_argument("--project", help="observe the discordance on this project's results (with --baseline)")
+    plan.add_argument("--baseline", help="the model the new checkpoint will be compared with")
+    plan.add_argument("--min-delta", type=float, help="a gate's min_delta (normalised points): warn if undetectable")
+    plan.add_argument("--results-home", type=Path)
+    plan.add_argument("--format", choices=["table", "json"], default="table")
+    plan.set_defaults(handler=_plan)
+
     report = commands.add_parser("report", help="write a project's HTML report with charts")
     report.add_argument("--project", default="evaljobs")
     report.add_argument("--results-home", type=Path)
@@ -373,6 +384,17 @@ def _compare(args: argparse.Namespace) -> None:
     rows = ResultsStore(args.results_home or default_results_home()).rows(args.project)
     wanted = [b.strip() for b in (args.benchmarks or "").split(",") if b.strip()]
     result = compare(rows, args.model, args.baseline, wanted, args.project, args.discordance)
+    print(json.dumps(result.as_dict(), indent=2) if args.format == "json" else result.to_text())
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from evaljobs.engine import plan
+    from evaljobs.engine.results import ResultsStore
+    from evaljobs.engine.spec import default_results_home
+
+    rows = ResultsStore(args.results_home or default_results_home()).rows(args.project) if args.project else []
+    names = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    result = plan.plan(plan.sizes(names, args.limit), args.discordance, rows, args.baseline, args.min_delta)
     print(json.dumps(result.as_dict(), indent=2) if args.format == "json" else result.to_text())
 
 

@@ -181,7 +181,7 @@ def test_promotion_waits_for_the_leaderboard(dags, canaries, tmp_path, min_avera
         )
     store = ResultsStore(tmp_path)
     assert len(store.rows("p")) == 2
-    conf = {"project": "p", "min_average": min_average}
+    conf = {"project": "p", "model": "smollm2-135m-instruct", "min_average": min_average}
     started = time.monotonic()
     env = secret_env(canaries)
     ok, output = dags.dags_test("evaljobs_promote", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path), **env)
@@ -191,7 +191,7 @@ def test_promotion_waits_for_the_leaderboard(dags, canaries, tmp_path, min_avera
         [record] = [json.loads(line) for line in promotions.read_text().splitlines()]
         assert record["model"] == "smollm2-135m-instruct" and record["average"] == pytest.approx((30 + 100 / 3) / 2)
     else:
-        assert not promotions.exists() and "not promoted: average 31.67 < min_average 90.0" in output
+        assert not promotions.exists() and "leaderboard gate refused: average 31.67 is below 90.0" in output
     assert time.monotonic() - started < 120
     assert_no_canary(dags, canaries, output, tmp_path)
 
@@ -228,3 +228,24 @@ def test_kubernetes_dag_hands_pods_references_never_values(dags, canaries, tmp_p
             manifests[benchmark] = json.dumps(pod_manifest(operator))
     assert all('"secretKeyRef"' in m and "WANDB_API_KEY" in m for m in manifests.values())
     assert canary_hits(canaries, manifests) == []
+
+
+def test_promotion_against_a_baseline_is_statistical(dags, canaries, tmp_path, data_root):
+    """With a baseline model the promotion DAG's gate is statistical: 40 more right answers of 200 real ARC
+    rows release it, with the comparison's numbers in the promotion record."""
+    from tests.engine.test_compare import store_result
+    from tests.engine.test_gate import arc_scores
+
+    store_result(tmp_path, "prod", "arc", arc_scores(data_root, 200, lambda i: i % 4 == 0), 0.25)
+    store_result(
+        tmp_path, "new", "arc", arc_scores(data_root, 200, lambda i: i % 4 == 0 or i % 4 == 1 and i < 160), 0.25
+    )
+    conf = {"project": "p", "model": "new", "benchmarks": ["arc"], "baseline_model": "prod", "min_delta": 5.0}
+    ok, output = dags.dags_test(
+        "evaljobs_promote", conf=json.dumps(conf), EVALJOBS_HOME=str(tmp_path), **secret_env(canaries)
+    )
+    assert ok, output[-3000:]
+    [record] = [json.loads(line) for line in (tmp_path / "promotions.jsonl").read_text().splitlines()]
+    assert record["model"] == "new" and record["reason"].startswith("significantly better: new - prod: +26.67 points")
+    assert record["evidence"]["baseline"] == "prod" and record["evidence"]["p_better"] < 1e-6
+    assert record["evidence"]["benchmarks"][0]["n"] == 200

@@ -80,7 +80,9 @@ def test_statistical_gate_releases_on_a_significant_gain_and_holds_the_margin(tm
     store_result(tmp_path, "new", "mc", new_mc, 0.25)
     store_result(tmp_path, "new", "arc", arc_scores(data_root, 200, lambda i: i % 4 in (0, 1, 2)), 0.25)  # 100 up
     verdict = evaluate(Gate("p", "new", baseline_model="base", mode="statistical", margin=5.0), tmp_path)
-    assert not verdict.released and verdict.reason.startswith("significantly worse than the margin of -5.0 points on mc")
+    assert not verdict.released and verdict.reason.startswith(
+        "significantly worse than the margin of -5.0 points on mc"
+    )
     worse = {b["benchmark"]: b for b in verdict.evidence["benchmarks"]}
     d = (np.array([r["score"] for r in new_mc]) - np.array([r["score"] for r in base_mc])) * 100 / 0.75
     p_mc = float(sps.norm.cdf((d.mean() + 5.0) / (d.std(ddof=1) / math.sqrt(200))))

@@ -64,6 +64,7 @@ class Verdict:
     average: float | None = None
     rank: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)  # statistical: the comparison's numbers
+    decided: bool = False  # the conditions were checked on every result they need (not waiting for results)
 
 
 def evaluate(gate: Gate, results_home: str | Path) -> Verdict:
@@ -84,9 +85,9 @@ def evaluate(gate: Gate, results_home: str | Path) -> Verdict:
         return Verdict(False, f"{gate.model} has no results yet on {', '.join(missing)}", rank=rank)
     average = sum(entry.normalised[b] for b in wanted) / len(wanted)
     if gate.min_average is not None and average < gate.min_average:
-        return Verdict(False, f"average {average:.2f} is below {gate.min_average}", average, rank)
+        return Verdict(False, f"average {average:.2f} is below {gate.min_average}", average, rank, decided=True)
     if gate.max_rank is not None and rank > gate.max_rank:
-        return Verdict(False, f"rank {rank} is worse than {gate.max_rank}", average, rank)
+        return Verdict(False, f"rank {rank} is worse than {gate.max_rank}", average, rank, decided=True)
     if gate.baseline_model is not None:
         if gate.baseline_model not in entries:
             return Verdict(False, f"no results for the baseline {gate.baseline_model}", average, rank)
@@ -99,8 +100,9 @@ def evaluate(gate: Gate, results_home: str | Path) -> Verdict:
             return _significant(gate, rows, wanted, average, rank)
         delta = average - sum(base.normalised[b] for b in wanted) / len(wanted)
         if delta < gate.min_delta:
-            return Verdict(False, f"beats {gate.baseline_model} by {delta:.2f}, needs {gate.min_delta}", average, rank)
-    return Verdict(True, f"{gate.model}: average {average:.2f}, rank {rank}", average, rank)
+            reason = f"beats {gate.baseline_model} by {delta:.2f}, needs {gate.min_delta}"
+            return Verdict(False, reason, average, rank, decided=True)
+    return Verdict(True, f"{gate.model}: average {average:.2f}, rank {rank}", average, rank, decided=True)
 
 
 def _significant(gate: Gate, rows: list, wanted: list[str], average: float, rank: int) -> Verdict:
@@ -113,13 +115,14 @@ def _significant(gate: Gate, rows: list, wanted: list[str], average: float, rank
     try:
         result = compare(rows, gate.model, gate.baseline_model, wanted, gate.project)
     except ComparisonError as exc:
-        return Verdict(False, f"cannot compare with {gate.baseline_model}: {exc}", average, rank)
+        return Verdict(False, f"cannot compare with {gate.baseline_model}: {exc}", average, rank, decided=True)
     if result.not_compared:
         why = "; ".join(f"{b}: {w}" for b, w in result.not_compared.items())
-        return Verdict(False, f"cannot compare with {gate.baseline_model} on every benchmark: {why}", average, rank)
+        reason = f"cannot compare with {gate.baseline_model} on every benchmark: {why}"
+        return Verdict(False, reason, average, rank, decided=True)
     o = result.overall
     if o["se"] is None:
-        return Verdict(False, "no standard error for the normalised average's delta", average, rank)
+        return Verdict(False, "no standard error for the normalised average's delta", average, rank, decided=True)
     p_better = z_test(o["delta"], o["se"], gate.min_delta)[1]
     worse = [
         float(norm.cdf((r.normalised_delta + gate.margin) / r.normalised_se))
@@ -154,7 +157,7 @@ def _significant(gate: Gate, rows: list, wanted: list[str], average: float, rank
         f"(95% CI [{o['ci_low']:+.2f}, {o['ci_high']:+.2f}], one-sided p = {p_better:.3g} for > {gate.min_delta})"
     )
     if p_better >= gate.alpha:
-        return Verdict(False, f"not significantly better: {vs}, alpha {gate.alpha}", average, rank, evidence)
+        return Verdict(False, f"not significantly better: {vs}, alpha {gate.alpha}", average, rank, evidence, True)
     if failing := [b["benchmark"] for b in evidence["benchmarks"] if b["p_worse_adjusted"] < gate.alpha]:
         return Verdict(
             False,
@@ -162,7 +165,7 @@ def _significant(gate: Gate, rows: list, wanted: list[str], average: float, rank
             average,
             rank,
             evidence,
+            True,
         )
-    return Verdict(
-        True, f"significantly better: {vs}; no benchmark worse than -{gate.margin} (Holm)", average, rank, evidence
-    )
+    reason = f"significantly better: {vs}; no benchmark worse than -{gate.margin} (Holm)"
+    return Verdict(True, reason, average, rank, evidence, True)

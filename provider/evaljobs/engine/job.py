@@ -376,6 +376,16 @@ def server_version(endpoint: Endpoint) -> str | None:
         return None
 
 
+def _intervals(run: BenchmarkRun) -> dict[str, Any]:
+    """The 95 % CIs of the score and of its normalised score (the leaderboard's), from the per-example scores."""
+    from evaljobs.engine import stats
+
+    b = run.benchmark.baseline
+    normalised = leaderboard.normalised_of(run.score, b, run.subscores)
+    score, norm = stats.normalised_ci(run.samples, run.score, b, run.subscores, normalised)
+    return {"level": stats.LEVEL, "score": score and score.as_dict(), "normalised": norm and norm.as_dict()}
+
+
 def _record(
     store: ResultsStore,
     spec: JobSpec,
@@ -405,6 +415,7 @@ def _record(
         "metrics": run.metrics,
         "subscores": run.subscores,
         "n_samples": run.n_samples,
+        "ci": _intervals(run),
         "settings": settings.model_dump(),
         "settings_hash": settings.score_hash(),
         "resources": spec.resources.model_dump(),

@@ -25,11 +25,24 @@ class LeaderboardSensor(BaseSensorOperator):
         benchmark is significantly worse than ``-margin`` normalised points (Holm); see :mod:`evaljobs.engine.gate`
     :param alpha: the statistical mode's significance level
     :param margin: the statistical mode's non-inferiority margin per benchmark, in normalised points
+    :param refuse_fast: fail as soon as the model's results are in and the gate refuses them, instead of waiting
+        for newer results until ``timeout``
     :param results_home: results store (default ``$EVALJOBS_HOME`` or ``~/.evaljobs``)
     :param deferrable: wait in the triggerer instead of a worker slot (default ``[operators] default_deferrable``)
     """
 
-    template_fields: Sequence[str] = ("project", "model", "benchmarks", "baseline_model", "results_home")
+    template_fields: Sequence[str] = (
+        "project",
+        "model",
+        "benchmarks",
+        "baseline_model",
+        "mode",
+        "min_average",
+        "min_delta",
+        "alpha",
+        "margin",
+        "results_home",
+    )
 
     def __init__(
         self,
@@ -44,6 +57,7 @@ class LeaderboardSensor(BaseSensorOperator):
         mode: str = "threshold",
         alpha: float = 0.05,
         margin: float = 5.0,
+        refuse_fast: bool = False,
         results_home: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
@@ -53,9 +67,10 @@ class LeaderboardSensor(BaseSensorOperator):
         self.min_average, self.max_rank = min_average, max_rank
         self.baseline_model, self.min_delta = baseline_model, min_delta
         self.mode, self.alpha, self.margin = mode, alpha, margin
-        self.results_home = results_home
+        self.refuse_fast, self.results_home = refuse_fast, results_home
         self.deferrable = deferrable
-        self._gate()  # refuses bad conditions when the DAG is parsed
+        if "{{" not in f"{mode}{baseline_model}{min_average}{max_rank}{alpha}{margin}":
+            self._gate()  # refuses bad conditions when the DAG is parsed (templated ones when the task runs)
 
     def _gate(self):
         from evaljobs.engine.gate import Gate
@@ -83,9 +98,16 @@ class LeaderboardSensor(BaseSensorOperator):
 
         verdict = evaluate(self._gate(), self._home())
         self.log.info("leaderboard gate: %s", verdict.reason)
+        if self.refuse_fast and verdict.decided and not verdict.released:
+            raise AirflowException(f"leaderboard gate refused: {verdict.reason}")
         return PokeReturnValue(verdict.released, asdict(verdict))
 
     def execute(self, context: Any) -> dict[str, Any] | None:
+        from evaljobs.engine.plan import gate_warning
+        from evaljobs.engine.results import ResultsStore
+
+        if warning := gate_warning(self._gate(), ResultsStore(self._home()).rows(self.project)):
+            self.log.warning("leaderboard gate: %s", warning)
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)  # poke once: no deferral when the results are already there
@@ -94,13 +116,17 @@ class LeaderboardSensor(BaseSensorOperator):
         from evaljobs.triggers.leaderboard import LeaderboardTrigger  # Airflow's trigger base: only when deferring
 
         self.defer(
-            trigger=LeaderboardTrigger(self._gate().to_dict(), self._home(), self.poke_interval, self.timeout),
+            trigger=LeaderboardTrigger(
+                self._gate().to_dict(), self._home(), self.poke_interval, self.timeout, self.refuse_fast
+            ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
         return None
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        if event and event.get("status") == "refused":
+            raise AirflowException(f"leaderboard gate refused: {event['verdict']['reason']}")
         if not event or event.get("status") != "success" or "verdict" not in event:
             raise AirflowException(f"LeaderboardSensor: {(event or {}).get('message', 'no event from the trigger')}")
         self.log.info("leaderboard gate released: %s", event["verdict"]["reason"])

@@ -12,15 +12,23 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
 class LeaderboardTrigger(BaseTrigger):
-    """Re-checks a promotion gate every ``poll_interval`` seconds until it releases or ``timeout`` passes.
+    """Re-checks a promotion gate every ``poll_interval`` seconds until it releases, refuses complete results
+    (with ``refuse_fast``) or ``timeout`` passes.
 
     The store is read in a worker thread, so the triggerer's event loop never blocks.
     """
 
-    def __init__(self, gate: dict[str, Any], results_home: str, poll_interval: float = 60.0, timeout: float = 3600.0):
+    def __init__(
+        self,
+        gate: dict[str, Any],
+        results_home: str,
+        poll_interval: float = 60.0,
+        timeout: float = 3600.0,
+        refuse_fast: bool = False,
+    ):
         super().__init__()
         self.gate, self.results_home = gate, results_home
-        self.poll_interval, self.timeout = poll_interval, timeout
+        self.poll_interval, self.timeout, self.refuse_fast = poll_interval, timeout, refuse_fast
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -30,6 +38,7 @@ class LeaderboardTrigger(BaseTrigger):
                 "results_home": self.results_home,
                 "poll_interval": self.poll_interval,
                 "timeout": self.timeout,
+                "refuse_fast": self.refuse_fast,
             },
         )
 
@@ -46,6 +55,9 @@ class LeaderboardTrigger(BaseTrigger):
                 return
             if verdict.released:
                 yield TriggerEvent({"status": "success", "verdict": asdict(verdict)})
+                return
+            if self.refuse_fast and verdict.decided:
+                yield TriggerEvent({"status": "refused", "verdict": asdict(verdict)})
                 return
             if time.monotonic() >= deadline:
                 yield TriggerEvent({"status": "timeout", "message": f"gate not released: {verdict.reason}"})
