@@ -45,7 +45,8 @@ def test_only_published_projects_are_read_and_no_name_escapes_the_home(tmp_path)
     (tmp_path / "home" / "secret.json").write_text('{"x": 1}')
     assert results.projects() == ["alpha", "team_evals"]
     assert results.leaderboard("team_evals")["project"] == "team/evals"
-    assert results.read("alpha", "report").startswith(b"<!DOCTYPE html>")
+    assert results.read("alpha", "report").startswith(b"<!DOCTYPE html>") and results.has("alpha", "report")
+    assert not results.has("private", "json") and not results.has("../leaderboards/alpha", "json")
     for name in ("private", "..", "../secret", "..%2fsecret", "/etc/passwd", ".alpha", "alpha/..", "a\x00", ""):
         assert results.read(name, "json") is None, name
     assert [valid(n) for n in ("alpha", "team_evals", "v1.2-x", "..", "a..b", ".x", "a/b", "é")] == [

@@ -46,7 +46,7 @@ def summaries(results: PublishedResults) -> list[dict]:
         if board is None:
             continue
         updated = max((row.get("evaluated_at", "") for row in board.get("rows", [])), default="")
-        found.append(board | {"slug": name, "updated": updated, "has_report": results.read(name, "report") is not None})
+        found.append(board | {"slug": name, "updated": updated, "has_report": results.has(name, "report")})
     return sorted(found, key=lambda board: board["updated"], reverse=True)
 
 

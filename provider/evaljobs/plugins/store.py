@@ -1,7 +1,7 @@
 """What the leaderboard pages read: the files ``publish`` writes under a results home, and nothing else.
 
 Every read goes through :class:`PublishedResults` (a local folder today; object storage is another class with
-the same two methods). The pages never write, never open the results database, and need no engine extra."""
+the same methods). The pages never write, never open the results database, and need no engine extra."""
 
 from __future__ import annotations
 
@@ -30,10 +30,18 @@ class PublishedResults:
     def read(self, project: str, kind: str) -> bytes | None:
         """A published file of ``project``: ``json`` or ``csv`` (the leaderboard) or ``report`` (its HTML page);
         None when it is absent or ``project`` is not a published project's name (no path escapes the home)."""
+        path = self._path(project, kind)
+        return path.read_bytes() if path else None
+
+    def has(self, project: str, kind: str) -> bool:
+        """Whether :meth:`read` would find the file (without reading it: a report can be megabytes)."""
+        return self._path(project, kind) is not None
+
+    def _path(self, project: str, kind: str) -> Path | None:
         if not valid(project) or project not in self.projects():
             return None
         path = self.home / FILES[kind].format(project)
-        return path.read_bytes() if path.is_file() else None
+        return path if path.is_file() else None
 
     def leaderboard(self, project: str) -> dict[str, Any] | None:
         """The leaderboard of ``project`` as ``Leaderboard.as_dict`` saved it, or None."""
