@@ -475,14 +475,16 @@ def test_pairs_that_cannot_be_compared_say_why(tmp_path):
     data = comparisons(render_html(leaderboard.build("p", gone), gone))
     assert data["pairs"]["0,1"]["error"].startswith("no benchmark could be compared:\n  - arc_challenge: 0 examples")
     no_statistics = comparisons(render_html(leaderboard.build("p", rows, intervals="none"), rows))
-    assert (no_statistics["models"], no_statistics["pairs"]) == ([], {})
+    assert (no_statistics["models"], no_statistics["pairs"], no_statistics["statistics"]) == ([], {}, False)
 
 
 def test_the_compare_view_is_bounded(tmp_path):
     many = [replace(result_row(f"m{i:02d}", "b", 0.5), bundle=str(tmp_path)) for i in range(14)]
     data = comparisons(render_html(leaderboard.build("p", many), many))
     assert (data["models"], data["entries"], len(data["pairs"])) == ([f"m{i:02d}" for i in range(12)], 14, 132)
-    for benchmarks, compared in [(50, 3), (51, 2), (200, 2)]:  # 3 pairs x 50 benchmarks: the budget; 1 pair at least
+    for benchmarks, compared in [(33, 3), (34, 2), (100, 2), (101, 0)]:  # 3 pairs x 33 benchmarks: within the budget
         wide = [result_row(f"m{i}", f"b{j:03d}", 0.5) for i in range(4) for j in range(benchmarks)]
         assert len(report._compared(leaderboard.build("p", wide))) == compared
-    assert (report.COMPARE_MODELS, report.COMPARE_BUDGET) == (12, 150)
+    assert (report.COMPARE_MODELS, report.COMPARE_BUDGET) == (12, 100)
+    data = comparisons(render_html(leaderboard.build("p", wide), wide))
+    assert (data["models"], data["pairs"], data["statistics"], data["benchmarks"]) == ([], {}, True, 101)

@@ -7,11 +7,12 @@ best examples of every (model, benchmark) result, a compare view of two models a
 settings variants.
 
 The compare view holds :func:`compare.compare` of every pair of the top ``COMPARE_MODELS`` entries that share
-settings, fewer entries when their pairs would take more than ``COMPARE_BUDGET`` benchmark comparisons (a
-comparison costs ~5-10 ms a benchmark: 12 models x 100 benchmarks would take a minute). Each pair is computed
-once; the reverse order is its mirror image (deltas and CIs negated, flips swapped: both tests are two-sided and
-symmetric). Of each benchmark's flips the page holds ``FLIPS_SHOWN`` a direction with their texts, and the counts
-of all; the texts are read from the bundles' ``samples.jsonl``, each bundle once.
+settings, on the rows the page shows, fewer entries when their pairs would take more than ``COMPARE_BUDGET``
+benchmark comparisons (one costs ~10 ms here, three quarters of it the exact McNemar MDE: 12 models x 100
+benchmarks would take a minute; the budget, about a second). Each pair is computed once; the reverse order is
+its mirror image (deltas and CIs negated, flips swapped: both tests are two-sided and symmetric). Of each
+benchmark's flips the page holds ``FLIPS_SHOWN`` a direction with their texts, and the counts of all; the texts
+are read from the bundles' ``samples.jsonl``, each bundle once.
 
 Hand-written pieces, and why:
 - the page's charts (per benchmark, the average, the heat map) are plain SVG ``<rect>`` elements: matplotlib
@@ -59,7 +60,7 @@ BAR_COLOR = "#4f6bed"
 TEXT_FIELDS = ("input", "target", "output", "raw")  # an example's texts: stored once in the page
 K_MAX = 5  # worst and best examples a bundle's examples.json keeps (what a page shows by default; more: a scan)
 COMPARE_MODELS = 12  # the compare view holds every pair of up to this many top entries ...
-COMPARE_BUDGET = 150  # ... and at most this many benchmark comparisons (pairs x benchmarks): fewer entries
+COMPARE_BUDGET = 100  # ... and at most this many benchmark comparisons (pairs x benchmarks): fewer entries
 FLIPS_SHOWN = 5  # flipped examples a benchmark and direction the compare view shows with their texts
 
 RowKey = tuple[str, str, str]  # (model, settings hash, benchmark)
@@ -81,7 +82,8 @@ def render_html(board: Leaderboard, rows: list[ResultRow], *, examples: int = 5)
 
     by_key, texts = _by_key(rows), {}
     sections = _drilldowns(board, by_key, examples, texts)
-    data = {"shown": SHOWN_CHARS, "sections": sections, "compare": _comparisons(board, texts), "texts": list(texts)}
+    compared = _comparisons(board, by_key, texts)
+    data = {"shown": SHOWN_CHARS, "sections": sections, "compare": compared, "texts": list(texts)}
     baselines, metrics = {r.benchmark: r.baseline for r in rows}, {r.benchmark: r.metric for r in rows}
     charts = [
         {"benchmark": b, "metric": metrics.get(b, ""), "svg": Markup(_bars_svg(bars, 1.0, baselines.get(b), 3))}
@@ -310,19 +312,21 @@ COMPARED = ("benchmark", "n", "delta", "ci_low", "ci_high", "p_value", "p_adjust
 
 def _compared(board: Leaderboard) -> list[Entry]:
     """The top entries the compare view pairs: ``COMPARE_MODELS``, fewer when their pairs would take more than
-    ``COMPARE_BUDGET`` benchmark comparisons; none when the board has no statistics (no CIs computed)."""
+    ``COMPARE_BUDGET`` benchmark comparisons (none below two); none when the board has no statistics (no CIs
+    computed)."""
     if not any(e.score_ci for e in board.entries):
         return []
     n = min(COMPARE_MODELS, len(board.entries))
-    while n > 2 and n * (n - 1) // 2 * len(board.benchmarks) > COMPARE_BUDGET:
+    while n > 1 and n * (n - 1) // 2 * len(board.benchmarks) > COMPARE_BUDGET:
         n -= 1
-    return board.entries[:n]
+    return board.entries[:n] if n > 1 else []
 
 
-def _comparisons(board: Leaderboard, texts: dict[str, int]) -> dict[str, Any]:
-    """The compare view's data: :func:`compare.compare` of each pair of :func:`_compared` entries (key
-    "i,j": model i vs baseline j; ``{"error": why}`` when they cannot be paired), and the flipped examples
-    they show (``examples``: each model's record of a flipped example once, its texts indexes into ``texts``)."""
+def _comparisons(board: Leaderboard, by_key: dict[RowKey, ResultRow], texts: dict[str, int]) -> dict[str, Any]:
+    """The compare view's data: :func:`compare.compare` of each pair of :func:`_compared` entries on their rows
+    in ``by_key`` (key "i,j": model i vs baseline j; ``{"error": why}`` when they cannot be paired), and the
+    flipped examples they show (``examples``: each model's record of a flipped example once, its texts indexes
+    into ``texts``)."""
     entries = _compared(board)
     pairs: dict[str, dict[str, Any]] = {}
     wanted: dict[str, set[tuple]] = {}  # bundle -> the (task, doc_id) of its examples the flips show
@@ -330,7 +334,7 @@ def _comparisons(board: Leaderboard, texts: dict[str, int]) -> dict[str, Any]:
     try:
         for i, a in enumerate(entries):
             for j in range(i + 1, len(entries)):
-                pair = _pair(board, a, entries[j], wanted)
+                pair = _pair(board, a, entries[j], by_key, wanted)
                 pairs[f"{i},{j}"], pairs[f"{j},{i}"] = pair, _mirrored(pair)
     finally:
         gc.unfreeze()
@@ -352,10 +356,13 @@ def _comparisons(board: Leaderboard, texts: dict[str, int]) -> dict[str, Any]:
                 result[side] = [[example(bm, key), example(bb, key)] for bm, bb, key in result[side]]
     labels = [e.label for e in entries]
     return {"models": labels, "limit": COMPARE_MODELS, "budget": COMPARE_BUDGET, "shown": FLIPS_SHOWN,
-            "entries": len(board.entries), "pairs": pairs, "examples": examples}  # fmt: skip
+            "entries": len(board.entries), "benchmarks": len(board.benchmarks), "statistics": any(e.score_ci for e in
+            board.entries), "pairs": pairs, "examples": examples}  # fmt: skip
 
 
-def _pair(board: Leaderboard, a: Entry, b: Entry, wanted: dict[str, set[tuple]]) -> dict[str, Any]:
+def _pair(
+    board: Leaderboard, a: Entry, b: Entry, by_key: dict[RowKey, ResultRow], wanted: dict[str, set[tuple]]
+) -> dict[str, Any]:
     """``a`` vs ``b`` as the page shows it; each benchmark's first ``FLIPS_SHOWN`` flips a direction as
     (model bundle, baseline bundle, (task, doc_id)), their keys added to ``wanted``."""
     from evaljobs.engine import compare
@@ -366,14 +373,17 @@ def _pair(board: Leaderboard, a: Entry, b: Entry, wanted: dict[str, set[tuple]])
             settings.get(a.settings_hash, {}), settings.get(b.settings_hash, {}), a.label, b.label
         )
         return {"error": f"results with different score-relevant settings cannot be paired: {why}"}
+    rows_a, rows_b = (
+        {bench: row for bench in e.scores if (row := by_key.get((e.model, e.settings_hash, bench)))} for e in (a, b)
+    )
     try:
-        result = compare.compare([*a.rows.values(), *b.rows.values()], a.model, b.model, project=board.project)
+        result = compare.compare([*rows_a.values(), *rows_b.values()], a.model, b.model, project=board.project)
     except compare.ComparisonError as exc:
         return {"error": str(exc)}
     found = result.as_dict()
     benchmarks = []
     for shown in found["benchmarks"]:
-        bundles = a.rows[shown["benchmark"]].bundle, b.rows[shown["benchmark"]].bundle
+        bundles = rows_a[shown["benchmark"]].bundle, rows_b[shown["benchmark"]].bundle
         flips = {}
         for side in ("up", "down"):
             flips[side] = [(*bundles, tuple(key)) for key in shown[f"flipped_{side}"][:FLIPS_SHOWN]]
@@ -401,7 +411,7 @@ def _mirrored(pair: dict[str, Any]) -> dict[str, Any]:
             "flips_down": r["flips_up"],
             "up": [(bb, bm, key) for bm, bb, key in r["down"]],
             "down": [(bb, bm, key) for bm, bb, key in r["up"]],
-        }  # fmt: skip
+        }
         for r in pair["benchmarks"]
     ]
     return {"benchmarks": benchmarks, "overall": negated(pair["overall"]), "not_compared": pair["not_compared"]}
