@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, Param, dag, task
 
-from evaljobs.forms import benchmark_choices, benchmark_labels
+from evaljobs.forms import LIMIT_HELP, benchmark_choices, benchmark_labels
 from evaljobs.operators.evaluate import WandbEvalOperator
 from evaljobs.operators.publish import LeaderboardPublishOperator
 from evaljobs.operators.serve import VLLMServeOperator, VLLMStopOperator
@@ -35,7 +35,7 @@ FORM = {
         minItems=1,
         uniqueItems=True,
     ),
-    "limit": Param(20, type="integer", minimum=0, title="Examples per benchmark", description="0 = all"),
+    "limit": Param(20, type="integer", minimum=0, title="Examples per benchmark", description=LIMIT_HELP),
     "project": Param("checkpoints", type="string", pattern=r"^[A-Za-z0-9][\w.-]{0,127}$", title="Project"),
     "publish": Param(True, type="boolean", title="Publish to leaderboard"),
     "num_fewshot": Param(None, type=["null", "integer"], minimum=0, maximum=64, title="Few-shot examples"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from evaljobs.forms import benchmark_labels, generative_choices
+from evaljobs.forms import LIMIT_HELP, benchmark_labels, generative_choices
 from evaljobs.operators.evaluate import WandbEvalOperator
 
 GENERATIVE = generative_choices()
@@ -33,7 +33,7 @@ FORM = {
         uniqueItems=True,
         title="Benchmarks (generative)",
     ),
-    "limit": Param(20, type="integer", minimum=0, title="Examples per benchmark", description="0 = all"),
+    "limit": Param(20, type="integer", minimum=0, title="Examples per benchmark", description=LIMIT_HELP),
     "project": Param("hosted", type="string", pattern=r"^[A-Za-z0-9][\w.-]{0,127}$", title="Project"),
     "max_tokens": Param(None, type=["null", "integer"], minimum=1, maximum=65536, title="Max new tokens"),
 }

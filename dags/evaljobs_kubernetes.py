@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from evaljobs.forms import benchmark_choices, benchmark_labels
+from evaljobs.forms import LIMIT_HELP, benchmark_choices, benchmark_labels
 from evaljobs.operators.evaluate import WandbEvalOperator
 from evaljobs.operators.publish import LeaderboardPublishOperator
 
@@ -49,7 +49,7 @@ FORM = {
         minItems=1,
         uniqueItems=True,
     ),
-    "limit": Param(0, type="integer", minimum=0, title="Examples per benchmark", description="0 = all"),
+    "limit": Param(0, type="integer", minimum=0, title="Examples per benchmark", description=LIMIT_HELP),
     "project": Param("my-team/evaluations", type="string", title="W&B project (entity/project)"),
     "publish": Param(True, type="boolean", title="Publish to leaderboard"),
 }

@@ -12,7 +12,7 @@ import os
 
 from airflow.sdk import Param, dag
 
-from evaljobs.forms import benchmark_choices, benchmark_labels, embedded_model
+from evaljobs.forms import LIMIT_HELP, benchmark_choices, benchmark_labels, embedded_model
 from evaljobs.operators.evaluate import WandbEvalOperator
 from evaljobs.operators.publish import LeaderboardPublishOperator
 from evaljobs.operators.serve import VLLMServeOperator, VLLMStopOperator
@@ -44,7 +44,7 @@ CHOICES = benchmark_choices()
             minItems=1,
             description="catalog names or custom .yaml paths",
         ),
-        "limit": Param(40, type="integer", minimum=0, title="Examples per benchmark", description="0 = all"),
+        "limit": Param(40, type="integer", minimum=0, title="Examples per benchmark", description=LIMIT_HELP),
         "project": Param(
             "quickstart",
             type="string",

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from statsmodels.stats.proportion import proportion_confint
 
 from evaljobs.engine import leaderboard
 from evaljobs.engine.job import run_job
@@ -78,6 +79,17 @@ def test_metrics_agree_with_the_per_example_traces(runs):
                 assert t["output"] == max(range(CHOICES), key=t["loglikelihoods"].__getitem__)
         else:
             assert all(t["input"].startswith("Question: ") and t["target"].isdigit() for t in traces)
+        # metrics.json's 95 % CI: Wilson's interval of the 0/1 scores (statsmodels on the traces), or the
+        # cluster-robust one over MMLU's one subject (a single cluster: Wilson too)
+        ci = metrics_file(row)["ci"]
+        right = sum(t["score"] for t in traces)
+        low, high = proportion_confint(right, len(traces), alpha=0.05, method="wilson")
+        assert (ci["level"], ci["score"]["method"], ci["score"]["n"]) == (0.95, "wilson", LIMIT)
+        assert (ci["score"]["ci_low"], ci["score"]["ci_high"]) == (
+            pytest.approx(low, abs=1e-6),
+            pytest.approx(high, abs=1e-6),
+        )
+        assert ci["normalised"]["mean"] == pytest.approx(leaderboard.normalised_score(row), abs=1e-6)
 
 
 def test_every_request_reaches_the_server_once_and_a_rerun_sends_none(runs):

@@ -44,3 +44,12 @@ def results_home() -> Path:
     from evaljobs.engine.spec import default_results_home
 
     return default_results_home()
+
+
+LIMIT_HELP = (
+    "0 = all. Too few examples cannot tell two checkpoints apart: with 0/1 scores and 20 % of answers "
+    "differing, 40 examples detect a 19.5-point difference (80 % power, 5 %), 100 detect 12.8, 20 none. "
+    "`evaljobs plan --benchmarks ... --limit N` computes it for yours."
+)
+"""The help of a form's limit field. Its numbers are :func:`evaljobs.engine.stats.mde`'s (a test keeps them
+so); computing them here would import scipy into every DAG parse."""

@@ -61,3 +61,16 @@ def test_cli_plan(monkeypatch, capsys, data_root):
     assert "arc_challenge_local  20  0.20 (default)  not detectable" in text and "WARNING: min_delta 5.0" in text
     assert cli.main(["plan", "--benchmarks", "gsm8k", "--limit", "0"]) == 2
     assert "the size of 'gsm8k' is not known here; give a limit" in capsys.readouterr().err
+
+
+def test_the_forms_limit_help_states_the_exact_mdes():
+    import re
+
+    from evaljobs.forms import LIMIT_HELP
+
+    found = re.search(
+        r"(\d+) examples detect a ([\d.]+)-point difference .*?, (\d+) detect ([\d.]+), (\d+) none", LIMIT_HELP
+    )
+    n1, mde1, n2, mde2, n3 = found.groups()
+    assert f"{100 * stats.mde(int(n1)):.1f}" == mde1 and f"{100 * stats.mde(int(n2)):.1f}" == mde2
+    assert stats.mde(int(n3)) is None and stats.DEFAULT_DISCORDANCE == 0.2  # "20 % of answers differing"
