@@ -180,6 +180,8 @@ def test_charts_have_a_bar_per_model(tmp_path):
     # best first; no CI (the harness's stderr metric is not one): no whisker
     titles = re.findall(r"<title>([^<]+)</title>", charts["arc_challenge"])
     assert titles[:2] == ["phi-3-mini: 0.800", "gemma-2-2b: 0.710"] and 'class="err"' not in page
+    figures = dict(report._figures(leaderboard.build("p", rows), rows))
+    assert not any(isinstance(c, ErrorbarContainer) for f in figures.values() for c in f.axes[0].containers)
     assert "random baseline: 0.25" in charts["arc_challenge"] and "random baseline" not in charts["gsm8k"]
     average = re.search(r'id="average-chart">(.*?)</figure>', page, re.S).group(1)
     assert re.findall(r"<title>([^<]+)</title>", average)[0] == "gemma-2-2b: 56.7"
@@ -230,6 +232,12 @@ def test_whiskers_are_the_leaderboards_cis(tmp_path):
         assert [x for s in segments for x in (s[0][0], s[1][0])] == pytest.approx(
             [x for ci in cis for x in ci], abs=1e-6
         )
+    mixed = report._bar_figure([report.Bar("a", 0.5, (0.4, 0.6)), report.Bar("b", 0.3)], "t", 1.0, None)
+    (errors,) = [c for c in mixed.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert [s.tolist() for s in errors.lines[2][0].get_segments()] == [[[0.4, 0.0], [0.6, 0.0]], []]  # b: none
+    # the drill-down's header carries the result's CI too
+    arc = next(s for s in drilldown(page)["sections"] if (s["label"], s["benchmark"]) == ("weak", "arc_challenge"))
+    assert arc["ci"] == "[{:.3f}, {:.3f}]".format(*shown["weak"]["ci"]["arc_challenge"])
 
 
 def test_drilldown_shows_the_worst_and_best_examples(tmp_path):

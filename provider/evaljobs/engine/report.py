@@ -37,6 +37,7 @@ import gc
 import heapq
 import io
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -204,6 +205,7 @@ def _drilldowns(board: Leaderboard, by_key: dict[RowKey, ResultRow], k: int, tex
                     "label": entry.label,
                     "benchmark": benchmark,
                     "score": row.score,
+                    "ci": _interval_text(entry, benchmark),
                     "samples": os.path.join(row.bundle, "samples.jsonl"),
                     "count": count,
                     "worst": [_example(r, texts) for r in worst],
@@ -578,9 +580,9 @@ def _bar_figure(bars: list[Bar], title: str, scale: float, baseline: float | Non
     figure, axes = _figure(left + 5.6, height + 0.95)  # below: the axis; above: the title
     ax = axes(left, 0.45, 5.2, height)
     errors = None
-    if any(bar.ci for bar in bars):  # matplotlib's asymmetric xerr: distances below and above the value
-        errors = [[max(0.0, b.value - b.ci[0]) if b.ci else 0.0 for b in bars],
-                  [max(0.0, b.ci[1] - b.value) if b.ci else 0.0 for b in bars]]  # fmt: skip
+    if any(bar.ci for bar in bars):  # matplotlib's asymmetric xerr: distances below and above; NaN: no whisker
+        errors = [[max(0.0, b.value - b.ci[0]) if b.ci else math.nan for b in bars],
+                  [max(0.0, b.ci[1] - b.value) if b.ci else math.nan for b in bars]]  # fmt: skip
     ax.barh(range(len(bars)), [bar.value for bar in bars], xerr=errors, color=BAR_COLOR, capsize=3, height=0.68)
     ax.set_yticks(range(len(bars)), labels, fontsize=8)
     ax.invert_yaxis()
