@@ -26,6 +26,7 @@ def get_provider_info() -> dict:
                     "evaljobs.operators.evaluate",
                     "evaljobs.operators.serve",
                     "evaljobs.operators.publish",
+                    "evaljobs.operators.compare",
                 ],
             },
         ],
