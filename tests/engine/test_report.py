@@ -384,6 +384,9 @@ def test_write_report_writes_the_page_and_pngs(tmp_path):
     for name in pngs:
         data = (tmp_path / "out" / "charts" / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5_000, name
+    board = leaderboard.build("built by the caller", demo_rows(tmp_path))  # a job has built it: not built again
+    page = write_report("p", home, tmp_path / "again", pngs=False, board=board).read_text(encoding="utf-8")
+    assert "<h1>built by the caller</h1>" in page and not (tmp_path / "again" / "charts").exists()
 
 
 def test_a_project_without_results_is_an_error(tmp_path):

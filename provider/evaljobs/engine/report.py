@@ -116,10 +116,17 @@ def write_examples(bundle: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def write_report(
-    project: str, results_home: Path, out_dir: Path, rows: list[ResultRow] | None = None, pngs: bool = True
+    project: str,
+    results_home: Path,
+    out_dir: Path,
+    rows: list[ResultRow] | None = None,
+    pngs: bool = True,
+    *,
+    board: Leaderboard | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` and, with ``pngs``, ``out_dir/charts/*.png`` for ``project`` (from
-    ``rows``, by default the results store's); return the page's path.
+    ``rows``, by default the results store's, and ``board``, their leaderboard when the caller has built it: its
+    tiers pair every bundle again); return the page's path.
 
     The PNGs take most of the time: ~0.1 s a chart, ~0.6 s with 100 models (~1 minute for 100 x 100), which
     is why jobs write the page alone (its charts are inline) and ``evaljobs report`` adds the PNGs."""
@@ -127,7 +134,7 @@ def write_report(
     rows = ResultsStore(home).rows(project) if rows is None else rows
     if not rows:
         raise SpecError([f"project: no results for {project!r} under {home}; run a job first"])
-    board = build(project, rows)
+    board = build(project, rows) if board is None else board
     index = Path(out_dir) / "index.html"
     write_text(index, render_html(board, rows))
     for name, figure in _figures(board, rows) if pngs else ():
