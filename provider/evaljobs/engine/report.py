@@ -49,7 +49,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from evaljobs.engine import stats
+from evaljobs.engine import compare, stats
 from evaljobs.engine.errors import SpecError
 from evaljobs.engine.leaderboard import Entry, Leaderboard, build
 from evaljobs.engine.results import ResultRow, ResultsStore, slug, write_bytes, write_json, write_text
@@ -385,8 +385,6 @@ def _pair(
 ) -> dict[str, Any]:
     """``a`` vs ``b`` as the page shows it; each benchmark's first ``FLIPS_SHOWN`` flips a direction as
     (model bundle, baseline bundle, (task, doc_id)), their keys added to ``wanted``."""
-    from evaljobs.engine import compare
-
     if a.settings_hash != b.settings_hash:
         settings = board.variants
         why = compare.differences(
