@@ -493,9 +493,9 @@ def test_the_compare_view_is_bounded(tmp_path):
     many = [replace(result_row(f"m{i:02d}", "b", 0.5), bundle=str(tmp_path)) for i in range(14)]
     data = comparisons(render_html(leaderboard.build("p", many), many))
     assert (data["models"], data["entries"], len(data["pairs"])) == ([f"m{i:02d}" for i in range(12)], 14, 132)
-    for benchmarks, compared in [(33, 3), (34, 2), (100, 2), (101, 0)]:  # 3 pairs x 33 benchmarks: within the budget
+    for benchmarks, compared in [(22, 3), (23, 2), (66, 2), (67, 0)]:  # 3 pairs x 22 benchmarks: the budget
         wide = [result_row(f"m{i}", f"b{j:03d}", 0.5) for i in range(4) for j in range(benchmarks)]
         assert len(report._compared(leaderboard.build("p", wide))) == compared
-    assert (report.COMPARE_MODELS, report.COMPARE_BUDGET) == (12, 100)
+    assert (report.COMPARE_MODELS, report.COMPARE_BUDGET) == (12, 66)
     data = comparisons(render_html(leaderboard.build("p", wide), wide))
-    assert (data["models"], data["pairs"], data["statistics"], data["benchmarks"]) == ([], {}, True, 101)
+    assert (data["models"], data["pairs"], data["statistics"], data["benchmarks"]) == ([], {}, True, 67)

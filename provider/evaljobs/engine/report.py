@@ -8,11 +8,12 @@ settings variants.
 
 The compare view holds :func:`compare.compare` of every pair of the top ``COMPARE_MODELS`` entries that share
 settings, on the rows the page shows, fewer entries when their pairs would take more than ``COMPARE_BUDGET``
-benchmark comparisons (one costs ~10 ms here, three quarters of it the exact McNemar MDE: 12 models x 100
-benchmarks would take a minute; the budget, about a second). Each pair is computed once; the reverse order is
-its mirror image (deltas and CIs negated, flips swapped: both tests are two-sided and symmetric). Of each
-benchmark's flips the page holds ``FLIPS_SHOWN`` a direction with their texts, and the counts of all; the texts
-are read from the bundles' ``samples.jsonl``, each bundle once.
+benchmark comparisons (66: what every pair of 12 models takes on one benchmark). One costs ~9 ms of CPU here,
+three quarters of it the exact McNemar MDE: 12 models x 100 benchmarks would take a minute, the budget ~0.6 s
+(the top pair on 100 benchmarks, ~0.9 s, would make a 100 x 100 page ~45 % slower). Each pair is computed
+once; the reverse order is its mirror image (deltas and CIs negated, flips swapped: both tests are two-sided
+and symmetric). Of each benchmark's flips the page holds ``FLIPS_SHOWN`` a direction with their texts, and the
+counts of all; the texts are read from the bundles' ``samples.jsonl``, each bundle once.
 
 Hand-written pieces, and why:
 - the page's charts (per benchmark, the average, the heat map) are plain SVG ``<rect>`` elements: matplotlib
@@ -60,8 +61,8 @@ HEATMAP_COLORS = "viridis"
 BAR_COLOR = "#4f6bed"
 TEXT_FIELDS = ("input", "target", "output", "raw")  # an example's texts: stored once in the page
 K_MAX = 5  # worst and best examples a bundle's examples.json keeps (what a page shows by default; more: a scan)
-COMPARE_MODELS = 12  # the compare view holds every pair of up to this many top entries ...
-COMPARE_BUDGET = 100  # ... and at most this many benchmark comparisons (pairs x benchmarks): fewer entries
+COMPARE_MODELS = 12  # the compare view holds every pair of up to this many top entries, and at most ...
+COMPARE_BUDGET = COMPARE_MODELS * (COMPARE_MODELS - 1) // 2  # ... as many benchmark comparisons as they take on one
 FLIPS_SHOWN = 5  # flipped examples a benchmark and direction the compare view shows with their texts
 
 RowKey = tuple[str, str, str]  # (model, settings hash, benchmark)
