@@ -8,8 +8,8 @@ settings variants.
 
 The compare view holds :func:`compare.compare` of every pair of the top ``COMPARE_MODELS`` entries that share
 settings, on the rows the page shows, fewer entries when their pairs would take more than ``COMPARE_BUDGET``
-benchmark comparisons (66: what every pair of 12 models takes on one benchmark). One costs ~9 ms of CPU here,
-three quarters of it the exact McNemar MDE: 12 models x 100 benchmarks would take a minute, the budget ~0.6 s
+benchmark comparisons (66: what every pair of 12 models takes on one benchmark). One costs ~10 ms of CPU here,
+three quarters of it the exact McNemar MDE: 12 models x 100 benchmarks would take a minute, the budget 0.7-1 s
 (the top pair on 100 benchmarks, ~0.9 s, would make a 100 x 100 page ~45 % slower). Each pair is computed
 once; the reverse order is its mirror image (deltas and CIs negated, flips swapped: both tests are two-sided
 and symmetric). Of each benchmark's flips the page holds ``FLIPS_SHOWN`` a direction with their texts, and the
