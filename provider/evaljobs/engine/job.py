@@ -237,7 +237,7 @@ def publish(
             tracked = tracking.log_leaderboard(board.as_dict(), results_home, target)
             log(f"leaderboard run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
         path = report.write_report(
-            project, results_home, results_home / "reports" / slug(project), rows=rows, pngs=False
+            project, results_home, results_home / "reports" / slug(project), rows=rows, pngs=False, board=board
         )
     log(f"report: {path}")
     return board, path

@@ -35,6 +35,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -302,10 +303,12 @@ def standardised_effect(n: int, alpha: float = ALPHA, power: float = POWER) -> f
     return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power))
 
 
+@lru_cache(maxsize=4096)
 def mde(n: int, discordance: float | None = None, alpha: float = ALPHA, power: float = POWER) -> float | None:
     """Minimum detectable difference in score (0-1) between two models on ``n`` paired 0/1 examples that
     disagree on a share ``discordance`` of them (default :data:`DEFAULT_DISCORDANCE`), for the exact McNemar
-    test; ``None`` when even a model winning every discordant pair would not be detected at that power."""
+    test; ``None`` when even a model winning every discordant pair would not be detected at that power.
+    Cached: a report compares many pairs of the same size and discordance."""
     from scipy.optimize import brentq
 
     psi = DEFAULT_DISCORDANCE if discordance is None else discordance
