@@ -131,6 +131,11 @@ def write_json(path: Path, data: Any) -> None:
     _atomic_write(path, [json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"])
 
 
+def write_cache(path: Path, data: Any) -> None:
+    """A cache file (compact JSON): replaced atomically, not synced to disk (lost with the machine, rebuilt)."""
+    _atomic_write(path, [json.dumps(data, separators=(",", ":"), default=str)], durable=False)
+
+
 def write_text(path: Path, text: str) -> None:
     _atomic_write(path, [text])
 
@@ -143,7 +148,9 @@ def write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, [data], binary=True)
 
 
-def _atomic_write(path: Path, chunks: Iterable[str] | Iterable[bytes], binary: bool = False) -> None:
+def _atomic_write(
+    path: Path, chunks: Iterable[str] | Iterable[bytes], binary: bool = False, durable: bool = True
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -151,7 +158,8 @@ def _atomic_write(path: Path, chunks: Iterable[str] | Iterable[bytes], binary: b
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results and reports are meant to be read by others
         os.replace(tmp, path)
     except BaseException:

@@ -68,7 +68,7 @@ def read_samples(bundle: str | Path) -> list[dict[str, Any]]:
     """The per-example records of a result bundle, each reduced to :data:`KEPT` (``[]`` without any); cached
     in the bundle's ``scores.json`` (keyed by the samples file's size and time), as paired comparisons and the
     leaderboard's tiers read the same bundles again and again."""
-    from evaljobs.engine.results import write_json
+    from evaljobs.engine.results import write_cache
 
     path = Path(bundle) / "samples.jsonl"
     if not path.is_file():
@@ -83,7 +83,7 @@ def read_samples(bundle: str | Path) -> list[dict[str, Any]]:
         pass
     records = list(iter_samples(bundle))
     with suppress(OSError):  # a read-only results home: read again next time
-        write_json(cache, {"key": key, "records": records})
+        write_cache(cache, {"key": key, "records": records})
     return records
 
 
@@ -351,7 +351,7 @@ def intervals(row: Any, normalised: float, compute: bool = True) -> tuple[Estima
     """(score CI, normalised-score CI) of a result row from its local bundle's ``samples.jsonl``, cached in the
     bundle's ``ci.json`` (keyed by the samples file's size and time); ``(None, None)`` without a local bundle,
     or without a cached one when not ``compute``."""
-    from evaljobs.engine.results import write_json
+    from evaljobs.engine.results import write_cache
 
     path = Path(row.bundle) / "samples.jsonl" if row.bundle else None
     if path is None or not path.is_file():
@@ -369,5 +369,5 @@ def intervals(row: Any, normalised: float, compute: bool = True) -> tuple[Estima
         return None, None
     score, norm = normalised_ci(iter_samples(path.parent), row.score, row.baseline, row.subscores, normalised)
     with suppress(OSError):  # a read-only results home: computed again next time
-        write_json(cache, {"key": key, "score": score and asdict(score), "normalised": norm and asdict(norm)})
+        write_cache(cache, {"key": key, "score": score and asdict(score), "normalised": norm and asdict(norm)})
     return score, norm
