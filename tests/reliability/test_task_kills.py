@@ -50,11 +50,11 @@ shares()
 
 
 def read_until(run, marker: str, seen: list[str]) -> None:
-    """Read the run's output into ``seen`` until a line starts with ``marker``."""
+    """Read the run's output into ``seen`` until a line holds ``marker`` (the job's lines are task log lines)."""
     deadline = time.monotonic() + 600
     for line in run.stdout:
         seen.append(line)
-        if line.lstrip().startswith(marker):
+        if marker in line:
             return
         assert time.monotonic() < deadline
     raise AssertionError("the run ended first:\n" + "".join(seen[-60:]))
