@@ -1,8 +1,8 @@
 """What a person sees in Airflow's UI: headless Chromium (Debian's, as the report's browser test drives it) against
 `airflow standalone` started here. Every example DAG's trigger form opens valid, its benchmarks a pick-list; the
 quickstart, triggered from its form with two benchmarks picked, runs to success (seen through the REST API and
-its task log); the Leaderboards page, opened from the navigation, shows the quickstart's project with the scores
-the run returned, and leads to its report.
+its task log); the evaluation's "Leaderboard" link opens the project's report, and the Leaderboards page, opened
+from the navigation, shows the quickstart's project with the scores the run returned and leads to the report.
 
 Screenshots land in $EVALJOBS_TEST_OUTPUT (default <repo>/.test-output/), named ``ui-*.png``."""
 
