@@ -17,6 +17,7 @@ YAML files (~10 s here) when every benchmark is a compiled custom task, and ``to
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -168,6 +169,17 @@ def task_for(benchmark: Benchmark, settings: Settings, groups: Collection[str] =
     return {"group": f"evaljobs::{benchmark.name}", "task": [member]}
 
 
+class _OwnSettings(logging.Filter):
+    """Drops lm-eval's warning that generation settings override the tasks': a job's settings do that on purpose
+    (its metrics.json records them), and a successful job's log holds no warning that is not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("generation_kwargs:")
+
+
+OWN_SETTINGS = _OwnSettings()
+
+
 class Uncached(Exception):
     """A cache-only harness was asked for requests that its request cache does not hold."""
 
@@ -201,6 +213,7 @@ class Harness:
         self.lm = _tracked(endpoint.api).create_from_arg_obj(model_args(endpoint, settings), {})
         self.lm.policy = RetryPolicy(self.lm.base_url, settings.max_retries, settings.retry_deadline, alive=alive)
         self.log, self.lm.cache_only = log, cache_only
+        logging.getLogger("lm_eval.evaluator").addFilter(OWN_SETTINGS)
         self._task_managers: dict[bool, Any] = {}
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir, self.cache = cache_dir, str(cache_dir / "requests")

@@ -38,7 +38,8 @@ class WandbEvalOperator(BaseOperator):
     :param wandb_mode: ``auto`` (online with a key, else offline), ``online``, ``offline`` or ``disabled``
     :param publish_leaderboard: update the project's leaderboard, its W&B run and the HTML report after the job;
         turn it off in mapped tasks and publish once downstream
-        (:class:`~evaljobs.operators.publish.LeaderboardPublishOperator`)
+        (:class:`~evaljobs.operators.publish.LeaderboardPublishOperator`). Publishing adds an event to the
+        project's :func:`~evaljobs.assets.leaderboard_asset` (``extra``: the model's row)
     :param execution_mode: ``local`` (a child process on the worker) or ``kubernetes`` (one pod per task, see
         :func:`evaljobs.kubernetes.pods.evaluation_pod`)
     :param kubernetes: :class:`~evaljobs.kubernetes.settings.KubernetesSettings` fields (image, namespace,

@@ -163,14 +163,16 @@ class VLLMServeOperator(BaseOperator):
                 self.log.info("%s is mapped: its requests are not known before it runs, so vLLM is started", task_id)
                 return False
             probe = copy.copy(task)
-            for field in task.template_fields:
-                if field != "server":  # this task's own XCom, not pushed yet
-                    setattr(probe, field, task.render_template(getattr(task, field), context))
-            probe.server = server_info("cached", model=name, checkpoint=folder)
             try:
+                for field in task.template_fields:
+                    if field != "server":  # this task's own XCom, not pushed yet
+                        setattr(probe, field, task.render_template(getattr(task, field), context))
+                probe.server = server_info("cached", model=name, checkpoint=folder)
                 spec = JobSpec.parse(probe.job_spec(context))
-            except SpecError:
-                return False  # the evaluation reports it
+            except Exception as exc:  # noqa: BLE001 - a check that cannot be made starts the server, never fails it
+                reason = "; ".join(exc.problems) if isinstance(exc, SpecError) else f"{type(exc).__name__}: {exc}"
+                self.log.info("%s cannot be checked against the request cache (%s): vLLM is started", task_id, reason)
+                return False
             if not answered_by_cache(spec, self.log):
                 return False
         return True
