@@ -14,6 +14,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from evaljobs.assets import leaderboard_asset
+from evaljobs.forms import benchmark_choices, benchmark_labels
 from evaljobs.sensors.leaderboard import LeaderboardSensor
 
 PROJECT = "checkpoints"  # the project evaljobs_checkpoint publishes
@@ -32,7 +33,15 @@ PROJECT = "checkpoints"  # the project evaljobs_checkpoint publishes
             title="Model",
             description="the leaderboard row to gate on; empty: the model of the leaderboard event",
         ),
-        "benchmarks": Param(["gsm8k_local", "arc_challenge_local"], type="array", title="Benchmarks"),
+        "benchmarks": Param(
+            ["gsm8k_local", "arc_challenge_local"],
+            type="array",
+            title="Benchmarks",
+            examples=benchmark_choices(),  # a multi-select of the catalog; a project's custom names pass too
+            values_display=benchmark_labels(benchmark_choices()),
+            minItems=1,
+            description="the leaderboard columns the gate compares",
+        ),
         "baseline_model": Param(
             None,
             type=["null", "string"],
