@@ -26,6 +26,7 @@ SCRIPTS = [
     "real_model",
     "prefix_caching",
     "cost_model",
+    "rerun",
 ]
 
 

@@ -177,7 +177,9 @@ def test_a_declared_cluster_reaches_the_records_and_clusters_the_ci(data_root, t
 
     lines = (data_root / "arc/arc_challenge.jsonl").read_text(encoding="utf-8").splitlines()[:8]
     rows = tmp_path / "rows.jsonl"  # real questions; the gold answers rotate so that the endpoint gets some right
-    rows.write_text("".join(json.dumps(json.loads(x) | {"passage": i // 2, "gold": i % 4}) + "\n" for i, x in enumerate(lines)))
+    rows.write_text(
+        "".join(json.dumps(json.loads(x) | {"passage": i // 2, "gold": i % 4}) + "\n" for i, x in enumerate(lines))
+    )
     with pytest.raises(CustomBenchmarkError) as info:
         custom.load(write(tmp_path, {**ARC, "data": str(data_root / "arc/arc_challenge.jsonl"), "cluster": "passage"}))
     assert info.value.key == "cluster" and "row 1 has no field 'passage'" in str(info.value)

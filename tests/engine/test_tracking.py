@@ -360,8 +360,11 @@ def test_leaderboard_run_holds_the_board_as_a_table_and_charts(tmp_path: Path, r
         {k: r[k] for k in ("rank", "tier", "model", "variant", "average", "benchmarks", "evaluated_at")}
         | {c: r["scores"].get(c) for c in board["columns"]}
         | dict(zip(("average_ci_low", "average_ci_high"), r["average_ci"] or (None, None), strict=True))
-        | {f"{c}_ci_{end}": (r["ci"].get(c) or (None, None))[i] for c in board["columns"] for i, end in
-           enumerate(("low", "high"))}  # fmt: skip
+        | {
+            f"{c}_ci_{end}": (r["ci"].get(c) or (None, None))[i]
+            for c in board["columns"]
+            for i, end in enumerate(("low", "high"))
+        }  # fmt: skip
         for r in board["rows"]
     ]
     assert table_rows(again, "leaderboard") == expected

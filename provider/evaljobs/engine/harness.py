@@ -517,7 +517,7 @@ def _record(task: str, sample: dict[str, Any], benchmark: Benchmark) -> dict[str
         "target": sample.get("target"),
         "score": sample.get(score_key),
     }
-    cluster = getattr(benchmark, "cluster", None)  # the field of a doc that names its cluster (stats.py), if declared
+    cluster = benchmark.cluster  # the field of a doc that names its cluster (stats.py), if declared
     if cluster and isinstance(sample.get("doc"), dict) and cluster in sample["doc"]:
         record["cluster"] = sample["doc"][cluster]
     if benchmark.output == "multiple_choice":
