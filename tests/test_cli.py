@@ -104,9 +104,10 @@ def test_leaderboard_formats(tmp_path):
     out = evaljobs("leaderboard", "--project", "p", "--results-home", str(tmp_path), "--format", "csv")
     header, line = out.stdout.splitlines()
     assert header == (
-        "rank,model,variant,average,benchmarks,evaluated_at,b,average_ci_low,average_ci_high,b_ci_low,b_ci_high"
+        "rank,model,variant,average,benchmarks,evaluated_at,b,average_ci_low,average_ci_high,b_ci_low,b_ci_high,tier"
     )
-    assert line.startswith("1,m,,33.3333,1,20") and line.endswith(",0.5000,-,-,-,-")  # evaluated_at: an ISO time
+    # evaluated_at: an ISO time; no bundle, no CIs; a model alone is its own tier
+    assert line.startswith("1,m,,33.3333,1,20") and line.endswith(",0.5000,-,-,-,-,1")
     target = tmp_path / "board.json"
     assert (
         evaljobs(
