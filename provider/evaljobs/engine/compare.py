@@ -360,7 +360,7 @@ def tiers(entries: Sequence[Any], alpha: float = stats.ALPHA) -> list[int | None
     starts a tier; one whose difference has no standard error (no CIs) gets ``None`` and leaves the walk as
     it is (all are ``None`` when none could be compared)."""
     level = alpha / max(1, len(entries) - 1)
-    read: dict[str, dict] = {}
+    read: dict[str, tuple] = {}
     found: list[int | None] = []
     leader, tier = None, 0
     for entry in entries:
@@ -371,7 +371,7 @@ def tiers(entries: Sequence[Any], alpha: float = stats.ALPHA) -> list[int | None
     return found if len(found) < 2 or any(t is not None for t in found[1:]) else [None] * len(found)
 
 
-def separation(leader: Any, entry: Any, read: dict[str, dict] | None = None) -> float | None:
+def separation(leader: Any, entry: Any, read: dict[str, tuple] | None = None) -> float | None:
     """The two-sided p-value of "``leader`` and ``entry`` have the same normalised average" (see :func:`tiers`);
     ``read`` keeps the bundles already read."""
     read = {} if read is None else read
