@@ -63,7 +63,6 @@ def vllm_server(model_dir: Path, api_key: str, tmp_path_factory: pytest.TempPath
         yield server
 
 
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory):
     """A real S3-compatible server (SeaweedFS, tests/objectstore.py) for the session: endpoint, env, bucket()."""
@@ -79,5 +78,6 @@ def s3_bucket(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     return s3_server.bucket()
+
 
 from tests.airflow_runner import airflow, migrated_db  # noqa: E402,F401  (fixtures)

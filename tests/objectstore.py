@@ -115,9 +115,8 @@ class S3Server:
 
 
 def _ready(server: S3Server) -> bool:
-    from botocore.config import Config
-
     import boto3
+    from botocore.config import Config
 
     try:
         boto3.client(
