@@ -196,11 +196,13 @@ class Harness:
         mirror: Path | None = None,
         log: Callable[[str], None] = print,
         cache_only: bool = False,
+        copy: Callable[[str, Any, Any], None] | None = None,
     ):
         """``alive``: whether the server we started still runs (requests to a dead one are not retried);
         ``mirror``: the dataset mirror, whose ``nltk_data`` folder scoring reads first; ``log``: where the
         progress lines go; ``cache_only``: answer from the request cache alone, raising :class:`Uncached` (out
-        of :meth:`evaluate` too) as soon as lm-eval has a request the cache does not hold."""
+        of :meth:`evaluate` too) as soon as lm-eval has a request the cache does not hold; ``copy``: handed each
+        answer as lm-eval caches it (:class:`evaljobs.engine.cachecopy.CacheCopy`)."""
         from evaljobs.engine.retrying import RetryPolicy
 
         if mirror and (mirror / "nltk_data").is_dir():
@@ -212,7 +214,7 @@ class Harness:
         self.chat = endpoint.api == "chat"
         self.lm = _tracked(endpoint.api).create_from_arg_obj(model_args(endpoint, settings), {})
         self.lm.policy = RetryPolicy(self.lm.base_url, settings.max_retries, settings.retry_deadline, alive=alive)
-        self.log, self.lm.cache_only = log, cache_only
+        self.log, self.lm.cache_only, self.lm.copy_answer = log, cache_only, copy
         logging.getLogger("lm_eval.evaluator").addFilter(OWN_SETTINGS)
         self._task_managers: dict[bool, Any] = {}
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -391,13 +393,15 @@ class Progress:
 
 class _CountingHook:
     """lm-eval's cache hook, which the model calls with each answer as it arrives, telling the model's
-    :class:`Progress` too."""
+    :class:`Progress` too, and its ``copy_answer`` (the copy to object storage) when it has one."""
 
     def __init__(self, hook: Any, model: Any):
         self.hook, self.model = hook, model
 
     def add_partial(self, attr: str, req: Any, res: Any) -> None:
         self.hook.add_partial(attr, req, res)
+        if self.model.copy_answer is not None:
+            self.model.copy_answer(attr, req, res)
         self.model.progress.answered(req[0] if attr == "generate_until" else req)
 
 
@@ -409,6 +413,7 @@ def _tracked(api: str) -> type:
     class Tracked(api_model(api)):
         progress: Progress
         cache_only = False
+        copy_answer: Callable[[str, Any, Any], None] | None = None
 
         def set_cache_hook(self, cache_hook: Any) -> None:
             super().set_cache_hook(_CountingHook(cache_hook, self))

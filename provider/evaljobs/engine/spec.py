@@ -211,6 +211,12 @@ class Settings(_Strict):
         "lm_eval", description="the harness of benchmarks that both implement; each other runs on its own"
     )
     concurrency: int = Field(32, ge=1, le=1024, description="requests in flight against the endpoint")
+    cache_copy_answers: int = Field(
+        1000, ge=1, le=1_000_000, description="object-store results home: copy the request cache every N answers"
+    )
+    cache_copy_seconds: float = Field(
+        10.0, gt=0, le=3600, description="... and at least every T seconds (a lost pod repeats at most these)"
+    )
     max_retries: int = Field(8, ge=0, le=50, description="retries of a failing request (429, 5xx, drops, timeouts)")
     request_timeout: float = Field(600.0, ge=1, le=7200, description="seconds for one attempt of a request")
     retry_deadline: float = Field(
