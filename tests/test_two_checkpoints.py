@@ -19,7 +19,7 @@ from evaljobs.engine.gate import Gate, evaluate
 from evaljobs.engine.job import run_job
 from evaljobs.engine.spec import JobSpec
 
-LIMIT = 60
+LIMIT = 40
 BENCHMARKS = ["arc_challenge_local", "mmlu_marketing_local"]
 
 
