@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from evaljobs import __version__
-from evaljobs.engine import hub, leaderboard, preflight, serving, tracking
+from evaljobs.engine import cachecopy, hub, leaderboard, preflight, serving, tracking
 from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import EvalJobsError, HarnessError
 from evaljobs.engine.harness import BenchmarkRun, Endpoint, Harness, Uncached
@@ -116,9 +116,19 @@ def _run_checked(
     with (
         hub.environment(HF_TOKEN=checked.hf_token),
         hub.datasets_cache(mirror_cache),
+        # an object-store results home: its copy of the request cache restored first, new answers copied
+        cachecopy.copying(
+            cachecopy.store_url(home),
+            cache,
+            cache.name,
+            spec.job_id,
+            spec.settings.cache_copy_answers,
+            spec.settings.cache_copy_seconds,
+            log,
+        ) as copy,
         _endpoint(spec, checked, workdir, cache, log) as (endpoint, server, answered),
     ):
-        harnesses = _harnesses(spec, checked, endpoint, server, cache, workdir, log) if endpoint else []
+        harnesses = _harnesses(spec, checked, endpoint, server, cache, workdir, log, copy) if endpoint else []
         # a vLLM server: ours, or one serving this checkpoint for the DAG (none when the cache answered all)
         ours = endpoint is not None and not spec.model.hosted
         context = {
@@ -190,15 +200,17 @@ def _harnesses(
     cache: Path,
     workdir: Path,
     log: Callable[[str], None],
+    copy: cachecopy.CacheCopy | None = None,
 ) -> list[tuple[Any, list[Benchmark]]]:
-    """Each backend's harness with its benchmarks: lm-eval's first, then Inspect's."""
+    """Each backend's harness with its benchmarks: lm-eval's first, then Inspect's (``copy``: where lm-eval's
+    harness hands its answers, to be copied to the object store)."""
     mirror = spec.datasets.mirror
     lm_eval = [b for b in checked.benchmarks if b.backend == "lm_eval"]
     inspect = [b for b in checked.benchmarks if b.backend == "inspect"]
     harnesses: list[tuple[Any, list[Benchmark]]] = []
     if lm_eval:
         alive = server.alive if server else None
-        harnesses.append((Harness(endpoint, spec.settings, cache, alive, mirror, log), lm_eval))
+        harnesses.append((Harness(endpoint, spec.settings, cache, alive, mirror, log, copy=copy), lm_eval))
     if inspect:
         from evaljobs.engine.inspect_harness import InspectHarness, Judge
 
