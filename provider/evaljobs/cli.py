@@ -94,19 +94,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-retries", type=int, help="retries of one request (429, 5xx, dropped, timeout)")
     run.add_argument("--retry-deadline", type=float, help="seconds after a request's first failure to give up")
     run.add_argument("--request-timeout", type=float, help="seconds for one attempt")
+    run.add_argument("--shards", type=int, help="split each benchmark over this many jobs (merge: `evaljobs merge`)")
+    run.add_argument("--shard", type=int, help="the shard this job evaluates, 0..shards-1")
     _resource_args(run)
     run.add_argument("--project", help="destination project")
     run.add_argument("--results-home", type=Path, help="default: $EVALJOBS_HOME or ~/.evaljobs")
     run.add_argument("--job-id")
     _wandb_args(run)
-    run.add_argument(
-        "--publish-leaderboard",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="update the project's leaderboard, its W&B run and the HTML report (default: on)",
-    )
-    run.add_argument("--summary-out", type=Path, help="write the job summary JSON here (e.g. for XCom)")
+    _publish_args(run, "on")
     run.set_defaults(handler=_run)
+
+    merge = commands.add_parser("merge", help="merge a sharded benchmark's parts into one result, then publish")
+    merge.add_argument("folders", nargs="+", type=Path, help="the parts' folder(s) the shard jobs printed")
+    _publish_args(merge, "as the shard jobs' spec says")
+    merge.set_defaults(handler=_merge)
 
     board = commands.add_parser("leaderboard", help="print a project's leaderboard")
     board.add_argument("--project", default="evaljobs")
@@ -153,6 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, required=True, help="the report's folder (index.html, charts/)")
     report.set_defaults(handler=_report)
     return parser
+
+
+def _publish_args(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--publish-leaderboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"update the project's leaderboard, its W&B run and the HTML report (default: {default})",
+    )
+    parser.add_argument("--summary-out", type=Path, help="write the job summary JSON here (e.g. for XCom)")
 
 
 def _wandb_args(parser: argparse.ArgumentParser, mode: bool = True) -> None:
@@ -290,6 +301,8 @@ def job_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "max_retries",
         "retry_deadline",
         "request_timeout",
+        "shards",
+        "shard",
     ):
         put("settings", key, getattr(args, key))
     for key, value in _resources(args).items():
@@ -348,6 +361,22 @@ def _run(args: argparse.Namespace) -> None:
         from evaljobs.engine.results import write_json
 
         write_json(args.summary_out, result.summary())
+
+
+def _merge(args: argparse.Namespace) -> None:
+    import os
+
+    from evaljobs.engine.shards import merge
+
+    summaries = []
+    for folder in dict.fromkeys(args.folders):
+        result = merge(folder, os.environ, print, args.publish_leaderboard)
+        summaries.append(result.summary())
+        print(f"merged: {result.rows[0].bundle}")
+    if args.summary_out:
+        from evaljobs.engine.results import write_json
+
+        write_json(args.summary_out, summaries[0] if len(summaries) == 1 else summaries)
 
 
 def _leaderboard(args: argparse.Namespace) -> None:

@@ -30,12 +30,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import HarnessError
 from evaljobs.engine.spec import Settings
 from evaljobs.engine.tokenizer import usable
+
+if TYPE_CHECKING:
+    from evaljobs.engine.shards import Shard
 
 SLICE_ROWS = 1000  # rows of a custom benchmark in one lm-eval call: lm-eval holds every request of a call
 
@@ -90,6 +93,7 @@ class BenchmarkRun:
     subscores: dict[str, float] = field(default_factory=dict)
     retries: dict[str, int] = field(default_factory=dict)
     together: list[str] = field(default_factory=list)  # the benchmarks evaluated in the same call
+    shard: Shard | None = None  # a shard job's part of the benchmark (no metrics: the merge computes them)
 
     @property
     def score(self) -> float:
@@ -228,6 +232,13 @@ class Harness:
         """Evaluate ``benchmarks``, yielding outcomes as they are known: all of them from one call, or, when
         that call fails, each benchmark alone (their answers so far come from the cache), so one broken
         benchmark does not fail the others."""
+        if self.settings.shards > 1:  # each benchmark alone: its rows are this shard's (see evaljobs.engine.shards)
+            for benchmark in benchmarks:
+                try:
+                    yield [self._evaluate_shard(benchmark)]
+                except HarnessError as exc:
+                    yield [exc]
+            return
         sliced = [b for b in benchmarks if self._slices(b)]
         together = [b for b in benchmarks if b not in sliced]
         for benchmark in sliced:  # first: this process is at its smallest before lm-eval's first call
@@ -277,6 +288,35 @@ class Harness:
             raise
         except Exception as exc:
             raise HarnessError(f"benchmark {name} failed: {type(exc).__name__}: {exc}") from exc
+        run.retries, run.together = self.lm.policy.counts(), [name]
+        return run
+
+    def _evaluate_shard(self, benchmark: Benchmark) -> BenchmarkRun:
+        """This shard's rows of ``benchmark`` (:func:`evaljobs.engine.shards.rows_of`), a slice at a time for a
+        large custom benchmark: the per-example records and every per-sample metric value, for the merge."""
+        from evaljobs.engine import shards
+
+        started, name = time.monotonic(), benchmark.name
+        self.lm.policy.retries.clear()
+        records, values = RecordsFile(self.cache_dir / "spool"), RecordsFile(self.cache_dir / "spool")
+        try:
+            leaves = shards.leaf_rows(benchmark, self.settings, self.task_manager([benchmark]))
+            picks = shards.rows_of(leaves, self.settings.shard or 0, self.settings.shards, benchmark.name)
+            chunks = range(0, max(len(rows) for rows in picks.values()), SLICE_ROWS)
+            calls = [{leaf: rows[i : i + SLICE_ROWS]} for leaf, rows in picks.items() for i in chunks]
+            calls = calls if benchmark.custom is not None else [picks]  # a built-in (a group): one call
+            for samples in calls:
+                out = self._call([benchmark], samples=samples)
+                values.extend(v for leaf in samples for v in shards.sample_values(leaf, out))
+                records.extend(r for leaf in samples for r in _records(leaf, out, benchmark))
+                harness = _collect(benchmark, out, 0.0, records).harness
+                del out["samples"]
+        except (HarnessError, Uncached):
+            raise
+        except Exception as exc:
+            raise HarnessError(f"benchmark {name} failed: {type(exc).__name__}: {exc}") from exc
+        run = BenchmarkRun(benchmark, {}, len(records), records, time.monotonic() - started, harness)
+        run.shard = shards.Shard(self.settings.shard or 0, self.settings.shards, leaves, values)
         run.retries, run.together = self.lm.policy.counts(), [name]
         return run
 

@@ -18,10 +18,11 @@ import httpx
 from evaljobs import __version__
 from evaljobs.engine import cachecopy, hub, leaderboard, preflight, serving, tracking
 from evaljobs.engine.catalog import Benchmark
-from evaljobs.engine.errors import EvalJobsError, HarnessError
+from evaljobs.engine.errors import EvalJobsError, HarnessError, SpecError
 from evaljobs.engine.harness import BenchmarkRun, Endpoint, Harness, Uncached
 from evaljobs.engine.modelprep import ModelFolder
 from evaljobs.engine.results import ResultRow, ResultsStore, slug, write_json, write_jsonl
+from evaljobs.engine.shards import shard_problems, write_part
 from evaljobs.engine.spec import JobSpec
 
 CACHE_ONLY = "http://cache-only.invalid/v1"  # the endpoint of a harness that answers from its cache alone
@@ -39,6 +40,7 @@ class JobResult:
     leaderboard: leaderboard.Leaderboard
     runs: dict[str, tracking.TrackedRun] = field(default_factory=dict)
     report: Path | None = None
+    parts: dict[str, str] = field(default_factory=dict)  # a shard job's: benchmark -> its parts' folder
 
     def summary(self) -> dict[str, Any]:
         """A small, secret-free summary (what an Airflow task returns to XCom), with the model's best leaderboard
@@ -55,6 +57,7 @@ class JobResult:
             "wandb_runs": {b: {"id": r.id, "offline": r.offline, "url": r.url} for b, r in self.runs.items()},
             "report": str(self.report) if self.report else None,
             "results_home": str(self.spec.destination.results_home),
+            "shard_parts": self.parts,
         }
 
 
@@ -110,7 +113,9 @@ def _run_checked(
     home, project = spec.destination.results_home, spec.destination.project
     store = ResultsStore(home)
     workdir = home / "jobs" / spec.job_id
-    rows, runs, failures = [], {}, []
+    rows, runs, failures, parts = [], {}, [], {}
+    if problems := shard_problems(spec, checked.benchmarks):
+        raise SpecError(problems)
     mirror_cache = workdir / "datasets" if spec.datasets.mirror else None
     cache = home / "cache" / model_key(spec, checked.folder)
     with (
@@ -156,6 +161,13 @@ def _run_checked(
                     error = HarnessError(f"{error}\nvLLM died; last lines of {server.log_path}:\n{server.log_tail()}")
                 failures.append(str(error))
                 log(f"    FAILED: {error}")
+            for run in (r for r in finished if r.shard is not None):  # a shard's part: no row (evaljobs merge)
+                model = checked.model_name or spec.model.display_name
+                folder = write_part(spec, model, checked.artifact, run, counted, context)
+                parts[run.benchmark.name] = str(folder)
+                shard = f"shard {run.shard.index + 1}/{run.shard.count}"
+                log(f"    {run.benchmark.name} {shard}: {run.n_samples} examples; its part: {folder} (evaljobs merge)")
+            finished = [r for r in finished if r.shard is None]
             for run in finished:
                 row = _record(store, spec, checked, run, counted, context)
                 rows.append(row)
@@ -189,7 +201,7 @@ def _run_checked(
         )
     if runs and any(r.offline for r in runs.values()):
         log(f"W&B runs were written offline under {home / 'wandb'}: upload each with the `wandb sync` line above")
-    return JobResult(spec, rows, board, runs, report_path)
+    return JobResult(spec, rows, board, runs, report_path, parts)
 
 
 def _harnesses(

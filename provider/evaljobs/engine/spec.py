@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from evaljobs.engine.errors import SpecError
 
@@ -222,6 +222,10 @@ class Settings(_Strict):
     retry_deadline: float = Field(
         900.0, gt=0, le=86_400, description="seconds after its first failure that a request is no longer retried"
     )
+    shards: int = Field(
+        1, ge=1, le=1024, description="jobs one benchmark is split over (each its own rows); merged by `evaljobs merge`"
+    )
+    shard: int | None = Field(None, ge=0, le=1023, description="the shard this job evaluates, 0..shards-1")
 
     SCORE_FIELDS: ClassVar[tuple[str, ...]] = (
         "limit",
@@ -234,6 +238,23 @@ class Settings(_Strict):
         "seed",
         "backend",
     )
+
+    @field_validator("shards")
+    @classmethod
+    def _shards(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("backend", "lm_eval") != "lm_eval":
+            raise ValueError("shards > 1 needs backend lm_eval (Inspect benchmarks are not sharded); set shards to 1")
+        return value
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: int | None, info: ValidationInfo) -> int | None:
+        shards = info.data.get("shards")
+        if value is not None and shards == 1:
+            raise ValueError(f"shard {value} needs shards > 1: set shards to the number of jobs, or drop shard")
+        if value is not None and shards and value >= shards:
+            raise ValueError(f"{value} is not one of {shards} shards; give shard 0..{shards - 1}")
+        return value
 
     def score_hash(self) -> str:
         """Short hash of the settings that change scores: results with equal hashes replace each other. The

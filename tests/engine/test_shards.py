@@ -1,0 +1,118 @@
+"""A benchmark sharded over jobs and merged equals the one-job result, against the latency-bound endpoint
+(deterministic answers): the strided slices, the parts, the refusals of a merge that cannot be exact, and the
+settings' validation. tests/test_shards_vllm.py does the same on real vLLM answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evaljobs import cli
+from evaljobs.engine.errors import SpecError
+from evaljobs.engine.job import run_job
+from evaljobs.engine.results import ResultsStore
+from evaljobs.engine.shards import ShardError, merge, read_parts, rows_of
+from evaljobs.engine.spec import JobSpec
+from tests.latency_endpoint import MODEL, LatencyEndpoint
+
+LIMIT, SHARDS = 9, 2
+BENCHMARKS = ["arc_challenge_local", "gsm8k_local"]  # gsm8k: two filters, each value merged
+
+
+def spec(model_dir, home: Path, project: str, endpoint: str, shard: int | None = None, **settings) -> JobSpec:
+    sharded = {"shards": SHARDS, "shard": shard} if shard is not None else {}
+    return JobSpec.parse(
+        {
+            "model": {"checkpoint": str(model_dir), "endpoint": endpoint, "model": MODEL},
+            "benchmarks": BENCHMARKS,
+            "settings": {"limit": LIMIT, "max_tokens": 16} | sharded | settings,
+            "destination": {"project": project, "results_home": str(home), "wandb": "disabled"},
+            "job_id": f"{project}-{shard}",
+        }
+    )
+
+
+def bundle(row) -> tuple[dict, list[dict]]:
+    folder = Path(row.bundle)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return metrics, [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+
+
+def same_result(merged, single) -> None:
+    """Record for record and metric for metric (what differs is the job's: its id, timing, the shards)."""
+    (a, records_a), (b, records_b) = bundle(merged), bundle(single)
+    assert records_a == records_b
+    for key in ("score", "metrics", "subscores", "n_samples", "ci", "harness", "settings_hash", "benchmark"):
+        assert a[key] == b[key], key
+    assert (merged.score, merged.metrics, merged.n_samples) == (single.score, single.metrics, single.n_samples)
+
+
+def test_sharded_jobs_merged_equal_one_job(model_dir, tmp_path):
+    home = tmp_path / "home"
+    with LatencyEndpoint(0.005, 16) as endpoint:
+        parts = [run_job(spec(model_dir, home, "sharded", endpoint.base_url, k)) for k in range(SHARDS)]
+        sent = endpoint.stats()["requests"]
+        single = run_job(spec(model_dir, home, "single", endpoint.base_url))
+        assert endpoint.stats()["requests"] == sent  # the shards' rows are the one job's: the cache answers all
+    assert all(p.rows == [] for p in parts) and ResultsStore(home).rows("sharded") == []
+    folders = {p.summary()["shard_parts"][b] for p in parts for b in BENCHMARKS}
+    assert len(folders) == len(BENCHMARKS)
+    for folder in folders:
+        headers = read_parts(Path(folder))
+        assert [h["shard"] for h in headers] == [0, 1] and [h["n_samples"] for h in headers] == [5, 4]
+        rows = [json.loads(line)["doc_id"] for line in (Path(folder) / "1.samples.jsonl").read_text().splitlines()]
+        assert rows == [1, 3, 5, 7]  # strided, after the limit
+
+    merged = [merge(Path(f), log=lambda _: None) for f in sorted(folders)]
+    stored = {r.benchmark: r for r in ResultsStore(home).rows("sharded")}
+    assert sorted(stored) == sorted(BENCHMARKS)  # one row a benchmark: the leaderboard sees one result
+    singles = {r.benchmark: r for r in single.rows}
+    for result in merged:
+        [row] = result.rows
+        same_result(row, singles[row.benchmark])
+        assert result.leaderboard.as_dict()["rows"][0]["model"] == row.model
+    board = json.loads((home / "leaderboards" / "sharded.json").read_text())
+    assert len(board["rows"]) == 1
+
+
+def test_a_missing_shard_is_named_and_nothing_recorded(model_dir, tmp_path):
+    home = tmp_path / "home"
+    with LatencyEndpoint(0.005, 16) as endpoint:
+        part = run_job(spec(model_dir, home, "half", endpoint.base_url, 1, limit=4))
+    folder = part.summary()["shard_parts"]["arc_challenge_local"]
+    with pytest.raises(ShardError, match=r"1 of 2 shards have not finished \(shard 0\)"):
+        merge(Path(folder))
+    assert cli.main(["merge", folder]) == 2
+    assert ResultsStore(home).rows("half") == []
+
+
+def test_strided_rows_and_too_many_shards():
+    assert {k: list(v) for k, v in rows_of({"a": 5, "b": 3}, 1, 3, "x").items()} == {"a": [1, 4], "b": [1]}
+    with pytest.raises(Exception, match=r"shard 3 of 4 has no row of b \(3 rows\); use at most 3 shards"):
+        rows_of({"a": 5, "b": 3}, 3, 4, "x")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"shard": 1}, "settings.shard: shard 1 needs shards > 1"),
+        ({"shards": 4, "shard": 4}, "settings.shard: 4 is not one of 4 shards; give shard 0..3"),
+        ({"shards": 0}, "settings.shards: Input should be greater than or equal to 1"),
+        ({"shards": 2, "shard": -1}, "settings.shard: Input should be greater than or equal to 0"),
+        ({"shards": 2, "backend": "inspect"}, "settings.shards: shards > 1 needs backend lm_eval"),
+    ],
+)
+def test_bad_shard_settings_are_refused_naming_the_field(settings, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
+        JobSpec.parse({"model": {"checkpoint": "/m"}, "benchmarks": ["arc_challenge_local"], "settings": settings})
+    assert len(caught.value.problems) == 1
+
+
+def test_a_sharded_job_without_its_shard_is_refused_before_any_request(model_dir, tmp_path):
+    with LatencyEndpoint(0.005, 16) as endpoint:
+        job = spec(model_dir, tmp_path, "p", endpoint.base_url, shards=2)
+        with pytest.raises(SpecError, match=r"settings.shard: a job with settings.shards = 2 evaluates one shard"):
+            run_job(job)
+        assert endpoint.stats()["requests"] == 0
