@@ -17,7 +17,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from evaljobs.forms import LIMIT_HELP, benchmark_choices, benchmark_labels
-from evaljobs.operators.evaluate import WandbEvalOperator
+from evaljobs.operators.pod import WandbEvalPodOperator
 from evaljobs.operators.publish import LeaderboardPublishOperator
 
 CLUSTER = {
@@ -68,7 +68,10 @@ def evaljobs_kubernetes():
     def selected(params: dict | None = None) -> list[str]:
         return params["benchmarks"]
 
-    scores = WandbEvalOperator.partial(
+    # Each pod runs as its task (KubernetesPodOperator's lifecycle): it waits in the triggerer when
+    # [operators] default_deferrable is on, a retry after a lost worker reattaches to its pod, and marking the
+    # task failed deletes the pod.
+    scores = WandbEvalPodOperator.partial(
         task_id="evaluate",
         checkpoint="{{ params.checkpoint }}",
         project="{{ params.project }}",
@@ -76,8 +79,8 @@ def evaljobs_kubernetes():
         server_resources={"gpus": GPUS, "max_model_len": 4096},
         wandb_mode="online",
         publish_leaderboard=False,  # the pods run at once: the leaderboard is published once, below
-        execution_mode="kubernetes",
         kubernetes=CLUSTER,
+        retries=2,  # GPU nodes are preempted: a lost pod's task gets a new pod
     ).expand(benchmarks=selected())
 
     publish = LeaderboardPublishOperator(

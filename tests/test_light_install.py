@@ -27,7 +27,7 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
 from evaljobs.engine.spec import JobSpec
-from evaljobs.operators.evaluate import WandbEvalOperator
+from evaljobs.operators.pod import WandbEvalPodOperator
 
 class TI:
     map_index = 0
@@ -36,12 +36,12 @@ bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags["evaljobs_kubernetes"]
 form = dag.params.get_param("benchmarks").schema
 partial = dag.get_task("evaluate").partial_kwargs
-wanted = {*WandbEvalOperator.template_fields, "kubernetes", "server_resources", "execution_mode"}
+wanted = {*WandbEvalPodOperator.template_fields, "kubernetes", "server_resources"}
 kwargs = {k: v for k, v in partial.items() if k in wanted}
 kwargs |= {"checkpoint": "/models/llama-8b", "project": "team/evals", "settings": {"limit": 5}, "benchmarks": ["gsm8k"]}
-op = WandbEvalOperator(task_id="evaluate", **kwargs)
-spec = JobSpec.parse(op.job_spec({"run_id": "manual__1", "ti": TI()}))
-pod = op.pod_operator(spec).build_pod_request_obj(dry_run=True)
+op = WandbEvalPodOperator(task_id="evaluate", **kwargs)
+op.prepare_pod({"run_id": "manual__1", "ti": TI()})
+pod = op.build_pod_request_obj(dry_run=True)
 heavy = sorted(m for m in ("torch", "lm_eval", "wandb", "transformers", "numpy") if m in sys.modules)
 print(json.dumps({"errors": bag.import_errors, "dags": sorted(bag.dag_ids), "choices": len(form["examples"]),
                   "pod": ApiClient().sanitize_for_serialization(pod), "heavy": heavy}))

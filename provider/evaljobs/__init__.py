@@ -24,6 +24,7 @@ def get_provider_info() -> dict:
                 "integration-name": "Weights & Biases",
                 "python-modules": [
                     "evaljobs.operators.evaluate",
+                    "evaljobs.operators.pod",
                     "evaljobs.operators.serve",
                     "evaljobs.operators.publish",
                     "evaljobs.operators.compare",

@@ -21,13 +21,11 @@ def validated(manifest: dict) -> dict:
 
 
 def pod_manifest(operator) -> dict:
-    """The validated pod manifest that ``operator`` (a WandbEvalOperator in kubernetes mode) would submit."""
+    """The validated pod manifest that ``operator`` (a WandbEvalPodOperator) would submit."""
     from kubernetes.client import ApiClient
 
-    from evaljobs.engine.spec import JobSpec
-
-    spec = JobSpec.parse(operator.job_spec(CONTEXT))
-    pod = operator.pod_operator(spec).build_pod_request_obj(dry_run=True)
+    operator.prepare_pod(CONTEXT)
+    pod = operator.build_pod_request_obj(dry_run=True)
     return validated(ApiClient().sanitize_for_serialization(pod))
 
 

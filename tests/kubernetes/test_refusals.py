@@ -33,7 +33,7 @@ def test_what_the_catalog_forbids_is_refused_before_a_pod_is_built(monkeypatch):
     def no_pod(*args):
         raise AssertionError("a pod was built")
 
-    monkeypatch.setattr(WandbEvalOperator, "pod_operator", no_pod)
+    monkeypatch.setattr("evaljobs.kubernetes.pods.evaluation_pod", no_pod)
     op = operator(checkpoint="/models/m", server_resources={"gpus": 1}, benchmarks=["bfcl", "gsm8k"])
     with pytest.raises(Exception, match="benchmarks bfcl need a hosted API model") as info:
         op.execute(CONTEXT)

@@ -1,5 +1,7 @@
-"""The evaluation pod of one job, built as a KubernetesPodOperator: the same ``evaljobs run`` command as local
-mode, reading its spec from a pod annotation and writing its summary to the XCom sidecar's file."""
+"""The evaluation pod of one job, as the pod attributes of a KubernetesPodOperator
+(:class:`~evaljobs.operators.pod.WandbEvalPodOperator` sets them when its task runs): the same ``evaljobs run``
+command as local mode, reading its spec from a pod annotation and writing its summary to the XCom sidecar's
+file."""
 
 from __future__ import annotations
 
@@ -13,8 +15,6 @@ from evaljobs.kubernetes.secrets import secret_env
 from evaljobs.kubernetes.vllm import POD_PYTHON, shm_volume, vllm_container
 
 if TYPE_CHECKING:
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
     from evaljobs.engine.spec import JobSpec
     from evaljobs.engine.tracking import WandbTarget
     from evaljobs.kubernetes.settings import KubernetesSettings
@@ -44,14 +44,18 @@ def evaluation_pod(
     spec: JobSpec,
     settings: KubernetesSettings,
     *,
-    task_id: str,
     plain_env: Mapping[str, str] | None = None,
     secret_names: Sequence[str] = (),
-) -> KubernetesPodOperator:
-    """The pod for ``spec``. A checkpoint gets vLLM as a native sidecar on localhost (or, when ``spec`` names a
-    shared server's endpoint, no GPU at all); a hosted model gets no GPU and no sidecar. Everything that can
-    be refused (placement, size, unmapped secrets) is refused here, before anything is submitted."""
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+) -> dict[str, Any]:
+    """The pod for ``spec``, as KubernetesPodOperator attribute values (``name``, ``image``, ``cmds``,
+    ``env_vars``, ``volumes``, ``init_containers``, ``labels``, placement, ...; client models, already converted).
+    A checkpoint gets vLLM as a native sidecar on localhost (or, when ``spec`` names a shared server's endpoint,
+    no GPU at all); a hosted model gets no GPU and no sidecar. Everything that can be refused (placement, size,
+    unmapped secrets) is refused here, before anything is submitted."""
+    from airflow.providers.cncf.kubernetes.backcompat.backwards_compat_converters import (
+        convert_affinity,
+        convert_toleration,
+    )
     from kubernetes.client import V1VolumeMount
 
     from evaljobs.engine.command import run_command
@@ -92,36 +96,31 @@ def evaluation_pod(
         mounts.append(V1VolumeMount(name="dataset-mirror", mount_path=MIRROR_DIR, read_only=True))
         pod_spec["datasets"]["mirror"] = MIRROR_DIR
     benchmark = spec.benchmarks[0] if len(spec.benchmarks) == 1 else "several"
-    return KubernetesPodOperator(
-        task_id=task_id,
-        kubernetes_conn_id=settings.kubernetes_conn_id,
-        namespace=settings.namespace,
-        name=f"evaljobs-{label_value(benchmark).lower().replace('_', '-').replace('.', '-')[:40]}",
-        image=settings.image,
-        cmds=run_command(SPEC_FILE, XCOM_FILE, POD_PYTHON),
-        env_vars=[*plain_env_vars({"EVALJOBS_HOME": RESULTS_DIR, "PYTHONUNBUFFERED": "1"} | plain_env), *env],
-        volumes=volumes,
-        volume_mounts=mounts,
-        init_containers=init_containers,
-        labels={"app.kubernetes.io/name": "evaljobs", JOB_LABEL: label_value(spec.job_id)}
+    serving = {  # GPU placement only for the pod that holds GPUs: the others must not occupy GPU nodes
+        "node_selector": dict(settings.node_selector) if serves else {},
+        "tolerations": [convert_toleration(t) for t in settings.tolerations] if serves else [],
+        "affinity": convert_affinity(settings.affinity) if serves and settings.affinity else {},
+    }
+    return serving | {
+        "namespace": settings.namespace,
+        "name": f"evaljobs-{label_value(benchmark).lower().replace('_', '-').replace('.', '-')[:40]}",
+        "image": settings.image,
+        "cmds": run_command(SPEC_FILE, XCOM_FILE, POD_PYTHON),
+        "env_vars": [*plain_env_vars({"EVALJOBS_HOME": RESULTS_DIR, "PYTHONUNBUFFERED": "1"} | plain_env), *env],
+        "volumes": volumes,
+        "volume_mounts": mounts,
+        "init_containers": init_containers,
+        "labels": {"app.kubernetes.io/name": "evaljobs", JOB_LABEL: label_value(spec.job_id)}
         | {BENCHMARK_LABEL: label_value(benchmark)},
-        annotations={
+        "annotations": {
             SPEC_ANNOTATION: json.dumps(pod_spec, sort_keys=True),
             "evaljobs.io/benchmarks": ",".join(spec.benchmarks),
         },
-        # GPU placement only for the pod that holds GPUs: the others must not occupy GPU nodes.
-        node_selector=(settings.node_selector or None) if serves else None,
-        tolerations=(settings.tolerations or None) if serves else None,
-        affinity=settings.affinity if serves else None,
-        priority_class_name=settings.priority_class,
-        service_account_name=settings.service_account,
-        security_context=settings.security_context,
-        startup_timeout_seconds=settings.startup_timeout + int(resources.startup_timeout),
-        get_logs=True,
-        do_xcom_push=True,
-        log_events_on_failure=True,
-        on_finish_action="delete_pod",
-    )
+        "priority_class_name": settings.priority_class,
+        "service_account_name": settings.service_account,
+        "security_context": settings.security_context,
+        "startup_timeout_seconds": settings.startup_timeout + int(resources.startup_timeout),
+    }
 
 
 def plain_env_vars(values: Mapping[str, str]) -> list[Any]:

@@ -1,5 +1,7 @@
 """Evaluate one or more benchmarks: against a served checkpoint, a checkpoint served for this task, or a
-hosted OpenAI-compatible model."""
+hosted OpenAI-compatible model. :class:`EvaluationOperator` holds what every evaluation operator shares (its
+arguments, their parse-time checks, template fields and the job spec); :class:`WandbEvalOperator` runs the job
+as a child process on the worker, :class:`~evaljobs.operators.pod.WandbEvalPodOperator` as a pod."""
 
 from __future__ import annotations
 
@@ -17,15 +19,17 @@ from evaljobs.operators.serve import cluster_settings
 MAP_INDEX_TEMPLATE = "{{ task.benchmarks if task.benchmarks is string else task.benchmarks | join(', ') }}"
 
 
-class WandbEvalOperator(BaseOperator):
-    """Run an evaluation job and return its summary (scores, metrics, bundle paths; no secret).
+class EvaluationOperator(BaseOperator):
+    """The evaluation job as operator arguments, shared by the local and the pod operator: one model source,
+    the benchmarks, settings, destination; checked when the DAG is parsed, rendered into the job spec when the
+    task runs. It runs nothing itself: subclasses run :meth:`job_spec`.
 
     Give exactly one model source: ``server`` (the :class:`~evaljobs.operators.serve.ServerInfo` XCom of
     :class:`~evaljobs.operators.serve.VLLMServeOperator`), ``checkpoint``
     (served by vLLM for this task alone), or ``base_url`` + ``model`` (hosted, with ``api_key_secret`` naming
-    a team secret resolved by :class:`~evaljobs.hooks.secrets.TeamSecretsHook`). Mappable:
-    ``WandbEvalOperator.partial(...).expand(benchmarks=[...])`` evaluates benchmarks in parallel. A retry
-    resumes from the request cache: finished requests are not sent again.
+    a team secret). Mappable: ``.partial(...).expand(benchmarks=[...])`` evaluates benchmarks in parallel, each
+    mapped task named by its benchmark(s). A retry resumes from the request cache: finished requests are not
+    sent again.
 
     :param benchmarks: a catalog name, a custom benchmark .yaml path, or a list of them
     :param settings: :class:`~evaljobs.engine.spec.Settings` fields (limit, num_fewshot, chat_template, ...)
@@ -34,16 +38,13 @@ class WandbEvalOperator(BaseOperator):
         judge-scored benchmarks; the default is an OpenAI model with the team secret ``OPENAI_API_KEY``
     :param datasets: :class:`~evaljobs.engine.spec.Datasets` fields: ``mirror`` (a local copy of hub datasets)
         and ``hf_token_secret`` (the team secret holding the token for gated datasets)
+    :param results_home: where results are kept (default: ``$EVALJOBS_HOME``)
     :param wandb_conn_id: the ``wandb`` connection (API key, host, entity); without it runs are logged offline
     :param wandb_mode: ``auto`` (online with a key, else offline), ``online``, ``offline`` or ``disabled``
     :param publish_leaderboard: update the project's leaderboard, its W&B run and the HTML report after the job;
         turn it off in mapped tasks and publish once downstream
         (:class:`~evaljobs.operators.publish.LeaderboardPublishOperator`). Publishing adds an event to the
         project's :func:`~evaljobs.assets.leaderboard_asset` (``extra``: the model's row)
-    :param execution_mode: ``local`` (a child process on the worker) or ``kubernetes`` (one pod per task, see
-        :func:`evaljobs.kubernetes.pods.evaluation_pod`)
-    :param kubernetes: :class:`~evaljobs.kubernetes.settings.KubernetesSettings` fields (image, namespace,
-        secrets, model_volume_claim, node_selector, tolerations, ...), for ``kubernetes`` mode
     """
 
     template_fields: Sequence[str] = (
@@ -84,16 +85,9 @@ class WandbEvalOperator(BaseOperator):
         wandb_conn_id: str = "wandb_default",
         wandb_mode: str = "auto",
         publish_leaderboard: bool = True,
-        execution_mode: str = "local",
-        kubernetes: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**(with_leaderboard_outlet(kwargs) if publish_leaderboard is not False else kwargs))
-        self.kubernetes = cluster_settings(execution_mode, kubernetes)
-        if self.kubernetes and results_home:
-            raise ValueError(
-                "results_home is a path on the Airflow worker; in kubernetes mode set kubernetes.results_volume_claim"
-            )
         sources = [
             name for name, value in (("server", server), ("checkpoint", checkpoint), ("base_url", base_url)) if value
         ]
@@ -102,11 +96,8 @@ class WandbEvalOperator(BaseOperator):
         self.benchmarks, self.server, self.checkpoint = benchmarks, server, checkpoint
         self.base_url, self.model, self.api_key_secret, self.api = base_url, model, api_key_secret, api
         self.project, self.settings, self.server_resources = project, settings or {}, server_resources or {}
-        self.judge, self.datasets = judge or {}, datasets or {}
-        self.results_home, self.execution_mode = results_home, execution_mode
+        self.judge, self.datasets, self.results_home = judge or {}, datasets or {}, results_home
         self.wandb_conn_id, self.wandb_mode, self.publish_leaderboard = wandb_conn_id, wandb_mode, publish_leaderboard
-        self._process = None
-        self._pod = None
         self._check_static()
 
     @classmethod
@@ -136,6 +127,8 @@ class WandbEvalOperator(BaseOperator):
                     raise ValueError(f"benchmarks: {exc.args[0]}") from None
 
     def job_spec(self, context: Any) -> dict[str, Any]:
+        """The job as data (see :class:`~evaljobs.engine.spec.JobSpec`), from the rendered arguments; its
+        ``job_id`` comes from the run, the task and the map index, so every try of a task has the same one."""
         model: dict[str, Any] = {"model": self.model}
         if self.server:
             model |= {
@@ -167,68 +160,82 @@ class WandbEvalOperator(BaseOperator):
             spec["destination"]["results_home"] = self.results_home
         return spec
 
+    def parsed_spec(self, context: Any) -> Any:
+        """:meth:`job_spec` checked (a :class:`~evaljobs.engine.spec.JobSpec`); a problem fails the task with
+        its message."""
+        from evaljobs.engine.errors import EvalJobsError
+        from evaljobs.engine.spec import JobSpec
+
+        try:
+            return JobSpec.parse(self.job_spec(context))
+        except EvalJobsError as exc:
+            raise AirflowException(str(exc)) from None
+
+    def published(self, context: Any, spec: Any, summary: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``summary``, after the leaderboard event of a job that published (see :mod:`evaljobs.assets`)."""
+        if summary and spec.destination.publish_leaderboard and summary.get("leaderboard_row"):
+            emit_leaderboard_event(context, spec.destination.project, {"rows": [summary["leaderboard_row"]]})
+        return summary
+
+
+class WandbEvalOperator(EvaluationOperator):
+    """Run an evaluation job on the worker, as a child process (``evaljobs run``), and return its summary
+    (scores, metrics, bundle paths; no secret). The job's secrets (``api_key_secret``, the judge's, the HF
+    token) are resolved by :class:`~evaljobs.hooks.secrets.TeamSecretsHook`. Arguments: those of
+    :class:`EvaluationOperator`, and
+
+    :param execution_mode: ``local`` (this operator), or ``kubernetes``, which makes it a
+        :class:`~evaljobs.operators.pod.WandbEvalPodOperator` (one pod per task, with KubernetesPodOperator's
+        lifecycle: deferral, reattach, logs), given ``kubernetes`` and the same arguments
+    :param kubernetes: :class:`~evaljobs.kubernetes.settings.KubernetesSettings` fields (image, namespace,
+        secrets, model_volume_claim, node_selector, tolerations, ...), for ``kubernetes`` mode
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("execution_mode") == "kubernetes":
+            from evaljobs.operators.pod import WandbEvalPodOperator
+
+            return WandbEvalPodOperator(*args, **{k: v for k, v in kwargs.items() if k != "execution_mode"})
+        return super().__new__(cls)
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        if kwargs.get("execution_mode") == "kubernetes":
+            from evaljobs.operators.pod import WandbEvalPodOperator
+
+            return WandbEvalPodOperator.partial(**{k: v for k, v in kwargs.items() if k != "execution_mode"})
+        return super().partial(**kwargs)
+
+    def __init__(
+        self, *, execution_mode: str = "local", kubernetes: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        cluster_settings(execution_mode, kubernetes)  # refuses an unknown mode, and settings without the mode
+        super().__init__(**kwargs)
+        self.execution_mode = execution_mode
+        self._process = None
+
     def execute(self, context: Any) -> dict[str, Any]:
         from evaljobs.engine.command import run_local
-        from evaljobs.engine.errors import EvalJobsError, PreflightError
-        from evaljobs.engine.preflight import catalog_problems, secret_names
-        from evaljobs.engine.spec import JobSpec
+        from evaljobs.engine.errors import EvalJobsError
+        from evaljobs.engine.preflight import secret_names
         from evaljobs.hooks.secrets import TeamSecretsHook
         from evaljobs.hooks.wandb import WandbHook
 
+        spec = self.parsed_spec(context)
         try:
-            spec = JobSpec.parse(self.job_spec(context))
-            if self.kubernetes:  # the pod runs the full preflight; what needs no cluster is refused first
-                if problems := catalog_problems(spec):
-                    raise PreflightError(problems)
-                self._pod = self.pod_operator(spec)
-                self.check_secrets(self._pod)
-                return self._published(context, spec, self._pod.execute(context))
             hook = TeamSecretsHook()  # missing ones are left to the job's preflight, which lists every problem
             secrets = {name: value for name in secret_names(spec) if (value := hook.get(name))}
             if spec.destination.wandb != "disabled":
                 secrets |= WandbHook(self.wandb_conn_id).env(spec.destination.wandb)
-            return self._published(context, spec, run_local(spec, secrets, started=self._started, log=self.log))
+            return self.published(context, spec, run_local(spec, secrets, started=self._started, log=self.log))
         except EvalJobsError as exc:
             raise AirflowException(str(exc)) from None
-
-    def pod_operator(self, spec: Any) -> Any:
-        """The KubernetesPodOperator that evaluates ``spec`` (a :class:`~evaljobs.engine.spec.JobSpec`) in a pod;
-        the W&B key and the job's secrets (``api_key_secret``, the HF token, the judge's key) reach it as
-        Kubernetes Secret references."""
-        from evaljobs.engine.preflight import secret_names
-        from evaljobs.hooks.wandb import WandbHook
-        from evaljobs.kubernetes.pods import evaluation_pod, wandb_env
-
-        plain, names = {}, secret_names(spec)
-        if self.kubernetes.dataset_mirror_claim:  # it may hold the gated datasets: the HF token only when mapped
-            token = spec.datasets.hf_token_secret
-            names = [name for name in names if name != token or self.kubernetes.secret_ref(name)]
-        if spec.destination.wandb != "disabled":
-            plain, wandb_secrets = wandb_env(WandbHook(self.wandb_conn_id).target(spec.destination.wandb))
-            names += wandb_secrets
-        return evaluation_pod(spec, self.kubernetes, task_id=self.task_id, plain_env=plain, secret_names=names)
-
-    def check_secrets(self, pod: Any) -> None:
-        """Refuse before submission when a Kubernetes Secret (or key) that ``pod`` references is missing, read
-        with the pod operator's own client (key names only)."""
-        from evaljobs.kubernetes.secrets import check_secrets, secret_refs
-
-        if refs := secret_refs(pod.env_vars, pod.init_containers):
-            check_secrets(refs, self.kubernetes.namespace, pod.client)
-
-    def _published(self, context: Any, spec: Any, summary: dict[str, Any]) -> dict[str, Any]:
-        """``summary``, after the leaderboard event of a job that published (see :mod:`evaljobs.assets`)."""
-        if spec.destination.publish_leaderboard and summary.get("leaderboard_row"):
-            emit_leaderboard_event(context, spec.destination.project, {"rows": [summary["leaderboard_row"]]})
-        return summary
 
     def _started(self, process: Any) -> None:
         self._process = process
 
     def on_kill(self) -> None:
-        """Stop the running job (a process stops its vLLM server and keeps what it finished; a pod is deleted)."""
-        if self._pod is not None:
-            self._pod.on_kill()
+        """Stop the running job (the process stops its vLLM server and keeps what it finished)."""
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
 
