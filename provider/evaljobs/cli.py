@@ -98,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", type=int, help="the shard this job evaluates, 0..shards-1")
     _resource_args(run)
     run.add_argument("--project", help="destination project")
-    run.add_argument("--results-home", type=Path, help="default: $EVALJOBS_HOME or ~/.evaljobs")
+    run.add_argument(
+        "--results-home", type=_home, help="a folder or s3://bucket/prefix; default: $EVALJOBS_HOME or ~/.evaljobs"
+    )
     run.add_argument("--job-id")
     _wandb_args(run)
     _publish_args(run, "on")
@@ -111,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser("leaderboard", help="print a project's leaderboard")
     board.add_argument("--project", default="evaljobs")
-    board.add_argument("--results-home", type=Path)
+    board.add_argument("--results-home", type=_home, help=HOME_HELP)
     board.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
     board.add_argument(
         "--source",
@@ -133,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="share of examples the models disagree on, for the MDE (default: the observed one)",
     )
-    compare.add_argument("--results-home", type=Path)
+    compare.add_argument("--results-home", type=_home, help=HOME_HELP)
     compare.add_argument("--format", choices=["table", "json"], default="table")
     compare.set_defaults(handler=_compare)
 
@@ -144,13 +146,13 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--project", help="observe the discordance on this project's results (with --baseline)")
     plan.add_argument("--baseline", help="the model the new checkpoint will be compared with")
     plan.add_argument("--min-delta", type=float, help="a gate's min_delta (normalised points): warn if undetectable")
-    plan.add_argument("--results-home", type=Path)
+    plan.add_argument("--results-home", type=_home, help=HOME_HELP)
     plan.add_argument("--format", choices=["table", "json"], default="table")
     plan.set_defaults(handler=_plan)
 
     report = commands.add_parser("report", help="write a project's HTML report with charts")
     report.add_argument("--project", default="evaljobs")
-    report.add_argument("--results-home", type=Path)
+    report.add_argument("--results-home", type=_home, help=HOME_HELP)
     report.add_argument("--out", type=Path, required=True, help="the report's folder (index.html, charts/)")
     report.set_defaults(handler=_report)
     return parser
@@ -174,6 +176,19 @@ def _wandb_args(parser: argparse.ArgumentParser, mode: bool = True) -> None:
             choices=["auto", "online", "offline", "disabled"],
             help="auto (default): online with $WANDB_API_KEY, else offline runs under the results home",
         )
+
+
+HOME_HELP = "a results home: a folder or s3://bucket/prefix (default: $EVALJOBS_HOME or ~/.evaljobs)"
+
+
+def _home(value: str) -> str | Path:
+    """A ``--results-home``: an object-store URL (kept as text) or a folder."""
+    from evaljobs.engine.objectstore import home_of
+
+    try:
+        return home_of(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _target(args: argparse.Namespace) -> Any:
@@ -355,6 +370,8 @@ def _run(args: argparse.Namespace) -> None:
     print()
     print(result.leaderboard.to_text())
     print(f"\nresults: {home} (bundles: {home / 'bundles'})")
+    if spec.destination.results_url:
+        print(f"stored in {spec.destination.results_url} (the folder above is its local copy)")
     if result.report:
         print(f"report: {result.report}")
     if args.summary_out:
@@ -381,11 +398,10 @@ def _merge(args: argparse.Namespace) -> None:
 
 def _leaderboard(args: argparse.Namespace) -> None:
     from evaljobs.engine import leaderboard
-    from evaljobs.engine.results import ResultsStore
+    from evaljobs.engine.objectstore import project_rows
     from evaljobs.engine.spec import default_results_home
 
-    home = args.results_home or default_results_home()
-    rows = ResultsStore(home).rows(args.project)
+    rows = project_rows(args.results_home or default_results_home(), args.project)
     if args.source == "wandb":
         from evaljobs.engine.job import merge_rows
         from evaljobs.engine.tracking import fetch_rows
@@ -407,10 +423,10 @@ def _leaderboard(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from evaljobs.engine.compare import compare
-    from evaljobs.engine.results import ResultsStore
+    from evaljobs.engine.objectstore import project_rows
     from evaljobs.engine.spec import default_results_home
 
-    rows = ResultsStore(args.results_home or default_results_home()).rows(args.project)
+    rows = project_rows(args.results_home or default_results_home(), args.project)
     wanted = [b.strip() for b in (args.benchmarks or "").split(",") if b.strip()]
     result = compare(rows, args.model, args.baseline, wanted, args.project, args.discordance)
     print(json.dumps(result.as_dict(), indent=2) if args.format == "json" else result.to_text())
@@ -418,20 +434,22 @@ def _compare(args: argparse.Namespace) -> None:
 
 def _plan(args: argparse.Namespace) -> None:
     from evaljobs.engine import plan
-    from evaljobs.engine.results import ResultsStore
+    from evaljobs.engine.objectstore import project_rows
     from evaljobs.engine.spec import default_results_home
 
-    rows = ResultsStore(args.results_home or default_results_home()).rows(args.project) if args.project else []
+    rows = project_rows(args.results_home or default_results_home(), args.project) if args.project else []
     names = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     result = plan.plan(plan.sizes(names, args.limit), args.discordance, rows, args.baseline, args.min_delta)
     print(json.dumps(result.as_dict(), indent=2) if args.format == "json" else result.to_text())
 
 
 def _report(args: argparse.Namespace) -> None:
+    from evaljobs.engine.objectstore import local_folder, project_rows
     from evaljobs.engine.report import write_report
     from evaljobs.engine.spec import default_results_home
 
-    path = write_report(args.project, args.results_home or default_results_home(), args.out)
+    home = args.results_home or default_results_home()
+    path = write_report(args.project, local_folder(home), args.out, rows=project_rows(home, args.project))
     print(f"report: {path}")
 
 

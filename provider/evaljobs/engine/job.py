@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from evaljobs import __version__
-from evaljobs.engine import cachecopy, hub, leaderboard, preflight, serving, tracking
+from evaljobs.engine import cachecopy, hub, leaderboard, objectstore, preflight, serving, tracking
 from evaljobs.engine.catalog import Benchmark
 from evaljobs.engine.errors import EvalJobsError, HarnessError, SpecError
 from evaljobs.engine.harness import BenchmarkRun, Endpoint, Harness, Uncached
@@ -56,9 +56,14 @@ class JobResult:
             "bundles": {r.benchmark: r.bundle for r in self.rows},
             "wandb_runs": {b: {"id": r.id, "offline": r.offline, "url": r.url} for b, r in self.runs.items()},
             "report": str(self.report) if self.report else None,
-            "results_home": str(self.spec.destination.results_home),
+            "results_home": published_home(self.spec),
             "shard_parts": self.parts,
         }
+
+
+def published_home(spec: JobSpec) -> str:
+    """Where the job's results are kept: the object-store URL, or the local results home."""
+    return spec.destination.results_url or str(spec.destination.results_home)
 
 
 def wandb_target(spec: JobSpec, secrets: Mapping[str, str] | None) -> tracking.WandbTarget:
@@ -123,7 +128,7 @@ def _run_checked(
         hub.datasets_cache(mirror_cache),
         # an object-store results home: its copy of the request cache restored first, new answers copied
         cachecopy.copying(
-            cachecopy.store_url(home),
+            cachecopy.store_url(spec.destination.results_url or home),
             cache,
             cache.name,
             spec.job_id,
@@ -170,6 +175,8 @@ def _run_checked(
             finished = [r for r in finished if r.shard is None]
             for run in finished:
                 row = _record(store, spec, checked, run, counted, context)
+                if spec.destination.results_url:  # the store is the record: the row and its bundle go there now
+                    objectstore.RemoteHome(spec.destination.results_url, home).push_result(row)
                 rows.append(row)
                 log(f"    {run.benchmark.name}: {run.benchmark.metric} = {run.score:.4f} on {run.n_samples} examples")
                 if target.mode != "disabled":
@@ -191,9 +198,10 @@ def _run_checked(
                     + (f", {counted['requests']} requests answered by the server" if counted else "")
                 )
     if rows:
-        board, report_path = publish(project, home, target, log, write=spec.destination.publish_leaderboard)
+        published = spec.destination.results_url or home
+        board, report_path = publish(project, published, target, log, write=spec.destination.publish_leaderboard)
     else:
-        board, report_path = leaderboard.build(project, store.rows(project)), None
+        board, report_path = leaderboard.build(project, objectstore.project_rows(published_home(spec), project)), None
     if failures:
         raise HarnessError(
             f"{len(failures)} of {len(checked.benchmarks)} benchmarks failed (finished ones are "
@@ -239,30 +247,48 @@ def _harnesses(
 
 def publish(
     project: str,
-    results_home: Path,
+    results_home: Path | str,
     target: tracking.WandbTarget,
     log: Callable[[str], None] = print,
     write: bool = True,
 ) -> tuple[leaderboard.Leaderboard, Path | None]:
     """The project's leaderboard (local results, plus the W&B project's runs when online); with ``write``,
     also saved as JSON/CSV, logged to the project's leaderboard run and rendered as the HTML report, under the
-    project's publishing lock (jobs that finish at once take turns, so the last one publishes every row)."""
+    project's publishing lock (jobs that finish at once take turns, so the last one publishes every row).
+
+    A results home on object storage (a URL) has no lock: the rows are pulled from the store, the outputs
+    written to its local copy and pushed, and rebuilt while the rows change (:mod:`objectstore` says why)."""
+    if remote := objectstore.RemoteHome.of(results_home):
+        local = Path(remote.local or "")
+        return remote.publish(project, lambda rows: _publish_rows(project, local, rows, target, log, write), write, log)
+    home = Path(results_home)
+    with leaderboard.publishing(project, home) if write else nullcontext():
+        return _publish_rows(project, home, ResultsStore(home).rows(project), target, log, write)
+
+
+def _publish_rows(
+    project: str,
+    results_home: Path,
+    rows: list[ResultRow],
+    target: tracking.WandbTarget,
+    log: Callable[[str], None],
+    write: bool,
+) -> tuple[leaderboard.Leaderboard, Path | None]:
+    """The leaderboard of ``rows``; with ``write``, its files, W&B run and report under ``results_home``."""
     from evaljobs.engine import report
 
-    with leaderboard.publishing(project, results_home) if write else nullcontext():
-        rows = ResultsStore(results_home).rows(project)
-        if target.mode != "disabled" and not target.offline:
-            rows = merge_rows(tracking.fetch_rows(project, target), rows)
-        board = leaderboard.build(project, rows)
-        if not write:
-            return board, None
-        leaderboard.write(board, results_home)
-        if target.mode != "disabled":
-            tracked = tracking.log_leaderboard(board.as_dict(), results_home, target)
-            log(f"leaderboard run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
-        path = report.write_report(
-            project, results_home, results_home / "reports" / slug(project), rows=rows, pngs=False, board=board
-        )
+    if target.mode != "disabled" and not target.offline:
+        rows = merge_rows(tracking.fetch_rows(project, target), rows)
+    board = leaderboard.build(project, rows)
+    if not write:
+        return board, None
+    leaderboard.write(board, results_home)
+    if target.mode != "disabled":
+        tracked = tracking.log_leaderboard(board.as_dict(), results_home, target)
+        log(f"leaderboard run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
+    path = report.write_report(
+        project, results_home, results_home / "reports" / slug(project), rows=rows, pngs=False, board=board
+    )
     log(f"report: {path}")
     return board, path
 

@@ -364,6 +364,9 @@ class Destination(_Strict):
 
     project: str = "evaljobs"
     results_home: Path = Field(default_factory=default_results_home)
+    results_url: str | None = Field(
+        None, description="object storage holding the results (s3://bucket/prefix); results_home is its local copy"
+    )
     wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
     wandb_host: str | None = Field(None, description="a dedicated or self-hosted W&B server; None = W&B's cloud")
     publish_leaderboard: bool = Field(True, description="update the project's leaderboard and report after the job")
@@ -372,6 +375,23 @@ class Destination(_Strict):
     @classmethod
     def _host(cls, value: str | None) -> str | None:
         return None if value is None else http_url(value, "https://wandb.example.com")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_home(cls, data: Any) -> Any:
+        """``results_home`` given as a URL (``s3://bucket/prefix``) becomes ``results_url``, and the job works in
+        the URL's local copy (engine.objectstore pushes to and pulls from the store)."""
+        from evaljobs.engine import objectstore
+
+        if not isinstance(data, dict):
+            return data
+        home, url = data.get("results_home"), data.get("results_url")
+        if objectstore.is_url(home):
+            url, home = home, None
+        if url is not None:
+            url = objectstore.check_url(str(url))
+            data = {**data, "results_url": url, "results_home": home or objectstore.local_copy(url)}
+        return data
 
     @field_validator("results_home")
     @classmethod
