@@ -22,6 +22,7 @@ SCRIPTS = [
     "leaderboard_and_report",
     "airflow_parse",
     "overhead",
+    "cache_copy",
     "memory",
     "real_model",
     "prefix_caching",

@@ -165,6 +165,7 @@ class CacheCopy:
         self.attempt = secrets.token_hex(4)
         self.seq = 0
         self.copied = self.skipped = self.failures = 0
+        self.put_seconds = 0.0  # time spent in successful puts (on the copying thread)
         self.segments: list[str] = []
         self._pending: list[tuple[str, Any, Any]] = []
         self._lock, self._put_lock = threading.Lock(), threading.Lock()
@@ -218,7 +219,7 @@ class CacheCopy:
                     self.skipped += 1
             if not entries:
                 return 0
-            data = segment(entries)
+            data, began = segment(entries), time.monotonic()
             try:
                 self._put(data)
             except Exception as exc:  # the store is down or refusing: these answers go with the next put
@@ -229,6 +230,7 @@ class CacheCopy:
                     self.log(f"    request cache: copying to {self.url} failed ({type(exc).__name__}: {exc}); retrying")
                 return 0
             self.copied += len(entries)
+            self.put_seconds += time.monotonic() - began
             return len(entries)
 
     def _put(self, data: bytes) -> None:
