@@ -6,6 +6,10 @@ are never written."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -141,3 +145,83 @@ def test_a_job_writes_to_s3_and_a_fresh_disk_reads_it_back(
         f"teams/evals/{bundle}",
         f"teams/evals/{replaced['bundle']}",
     }
+
+
+def test_eight_concurrent_jobs_on_one_bucket_leave_eight_rows_and_one_board_of_them(
+    s3_server, s3_bucket, model_dir, endpoint, tmp_path, monkeypatch
+):
+    """Eight `evaljobs run` processes, each on its own disk (as pods are), one settings variant each (the limit),
+    publish to one bucket with no lock at all: every row is there, and the leaderboard the last of them
+    wrote holds all eight, equal to the one a local results home builds from the same jobs."""
+    url = f"s3://{s3_bucket}/concurrent"
+    limits = range(3, 11)
+    local = tmp_path / "local"
+    for limit in limits:
+        data = spec_data(model_dir, endpoint, f"local-{limit}", limit)
+        run_job(JobSpec.parse(data | {"destination": data["destination"] | {"results_home": str(local)}}), log=str)
+    expected = json.loads((local / "leaderboards" / f"{PROJECT}.json").read_text())
+
+    processes, started = [], time.monotonic()
+    for limit in limits:
+        spec_file = write_spec(tmp_path / f"spec-{limit}.json", spec_data(model_dir, endpoint, f"job-{limit}", limit))
+        env = os.environ | {"EVALJOBS_HOME": str(tmp_path / f"pod-{limit}")}
+        command = [sys.executable, "-m", "evaljobs.cli", "run", "--spec", str(spec_file), "--results-home", url]
+        processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outputs = [p.communicate(timeout=600)[0].decode() for p in processes]
+    seconds = time.monotonic() - started
+    assert [p.returncode for p in processes] == [0] * 8, "\n".join(outputs)
+
+    objects = s3_server.objects(s3_bucket)
+    rows = rows_of(objects, "concurrent/")
+    assert len(rows) == 8 and sorted(r["row"]["job_id"] for r in rows.values()) == sorted(f"job-{n}" for n in limits)
+    board = json.loads(objects[f"concurrent/leaderboards/{PROJECT}.json"])
+    assert len(board["rows"]) == 8
+
+    def standing(b: dict) -> list:
+        return [(r["variant"], r["scores"], r["average"], r["rank"]) for r in b["rows"]]
+
+    assert standing(board) == standing(expected)
+    assert objects[f"concurrent/leaderboards/{PROJECT}.csv"].decode().count("\n") == 9  # a header + 8 rows
+    rebuilt = sum(out.count("rows changed while publishing: rebuilding") for out in outputs)
+    print(f"8 concurrent jobs to s3 in {seconds:.1f} s; {rebuilt} rebuilds")
+
+
+def test_credentials_are_never_written_to_the_bucket_logs_or_files(
+    s3_server, s3_bucket, model_dir, endpoint, tmp_path, monkeypatch, capsys, caplog
+):
+    """Canary credentials (the server accepts any key pair): after a job and a reader, no object in the bucket,
+    no line of output or log and no file on either disk holds them."""
+    canaries = {
+        "AWS_ACCESS_KEY_ID": "AKIACANARY" + secrets.token_hex(6).upper(),
+        "AWS_SECRET_ACCESS_KEY": "canary/" + secrets.token_hex(16),
+    }
+    for key, value in canaries.items():
+        monkeypatch.setenv(key, value)
+    url = f"s3://{s3_bucket}/canary"
+    spec_file = write_spec(tmp_path / "spec.json", spec_data(model_dir, endpoint, "canary"))
+    summary = tmp_path / "job" / "summary.json"
+    printed = run_cli(
+        monkeypatch,
+        capsys,
+        tmp_path / "job",
+        "run",
+        "--spec",
+        str(spec_file),
+        "--results-home",
+        url,
+        "--summary-out",
+        str(summary),
+    )
+    printed += run_cli(
+        monkeypatch, capsys, tmp_path / "reader", "leaderboard", "--project", PROJECT, "--results-home", url
+    )
+    assert json.loads(summary.read_text())["results_home"] == url
+
+    objects = s3_server.objects(s3_bucket)
+    assert len(rows_of(objects, "canary/")) == 1 and len(objects) > 5
+    logged = printed + capsys.readouterr().err + "\n".join(r.getMessage() for r in caplog.records)
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for value in canaries.values():
+        assert not [k for k, v in objects.items() if value.encode() in v]
+        assert value not in logged
+        assert not [p for p, data in files.items() if value.encode() in data]
