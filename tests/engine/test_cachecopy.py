@@ -213,3 +213,37 @@ def test_answers_json_cannot_hold_are_not_copied(s3_server, s3_bucket, value):
         copy(*entry)
     copy.close()
     assert (copy.copied, copy.skipped) == (2, 1) and segment_sizes(s3_server, s3_bucket) == [2]
+
+
+def test_a_finished_job_merges_its_segments_and_its_killed_attempts(s3_server, s3_bucket, tmp_path):
+    home = f"s3://{s3_bucket}/home"
+    url = segments_url(home, "model")
+    killed = CacheCopy(url, "job", every=3, seconds=3600).start()  # an attempt SIGKILLed: never closed
+    for entry in answers(9):
+        killed(*entry)
+    wait_for(lambda: killed.copied == 9)
+    other = CacheCopy(url, "other-job", every=1000, seconds=3600).start()  # another job of the model: kept
+    for entry in answers(2, start=50):
+        other(*entry)
+    other.close()
+    lines: list[str] = []
+    with copying(home, tmp_path / "pod", "model", "job", every=4, seconds=3600, log=lines.append) as copy:
+        for entry in answers(10, start=9):
+            copy(*entry)
+    names = sorted(k.rsplit("/", 1)[1] for k in s3_server.objects(s3_bucket))
+    assert names == sorted([f"job.{copy.attempt}.merged.jsonl", other.segments[0].rsplit("/", 1)[1]])
+    assert any(re.fullmatch(r"request cache: the job's \d+ segments merged into one", line) for line in lines)
+    restored = restore(url, tmp_path / "fresh")
+    assert (restored.answers, restored.segments) == (21, 2)
+    assert local_cache(tmp_path / "fresh") == {hash_args(a, r): v for a, r, v in answers(19) + answers(2, start=50)}
+
+
+def test_a_failed_job_keeps_its_segments_unmerged(s3_server, s3_bucket, tmp_path):
+    home = f"s3://{s3_bucket}/home"
+    with pytest.raises(KeyboardInterrupt):
+        with copying(home, tmp_path / "pod", "model", "job", every=2, seconds=3600, log=lambda _: None) as copy:
+            for entry in answers(5):
+                copy(*entry)
+                wait_for(lambda: copy.pending < 2)
+            raise KeyboardInterrupt  # SIGTERM in `evaljobs run`
+    assert copy.copied == 5 and len(s3_server.objects(s3_bucket)) == len(copy.segments) >= 3
