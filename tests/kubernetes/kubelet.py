@@ -6,14 +6,17 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
-def run_evaluation_container(
+def evaluation_container(
     manifest: dict, root: Path, secrets: dict[tuple[str, str], str], filled: dict[str, Path] | None = None
-) -> tuple[dict, str]:
-    """Run ``manifest``'s main container; return the XCom JSON it wrote and its output. ``filled`` names
-    volumes an init container already filled (volume name -> that folder here)."""
+) -> tuple[list[str], dict[str, str], Callable[[str], str]]:
+    """``manifest``'s main container as (command, environment, ``here``: a path in the pod -> the folder here),
+    its volumes laid out under ``root``. ``filled`` names volumes an init container already filled (volume
+    name -> that folder here). A ``secretKeyRef`` missing from ``secrets`` raises KeyError, as the kubelet's
+    CreateContainerConfigError."""
     container = manifest["spec"]["containers"][0]
     volumes = {v["name"]: v for v in manifest["spec"]["volumes"]}
     mounts = {}
@@ -43,6 +46,14 @@ def run_evaluation_container(
         else:
             ref = var["valueFrom"]["secretKeyRef"]
             env[var["name"]] = secrets[(ref["name"], ref["key"])]
+    return command, env, here
+
+
+def run_evaluation_container(
+    manifest: dict, root: Path, secrets: dict[tuple[str, str], str], filled: dict[str, Path] | None = None
+) -> tuple[dict, str]:
+    """Run ``manifest``'s main container to its end; return the XCom JSON it wrote and its output."""
+    command, env, here = evaluation_container(manifest, root, secrets, filled)
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     output = out.stdout + out.stderr
     assert out.returncode == 0, output[-4000:]

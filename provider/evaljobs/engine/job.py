@@ -104,6 +104,8 @@ def answered_by_cache(spec: JobSpec, log: Callable[[str], None] = say) -> bool:
         log(f"the job cannot be checked against the request cache ({type(exc).__name__}); the server is started")
         return False
     cache = spec.destination.results_home / "cache" / model_key(spec, checked.folder)
+    if url := cachecopy.store_url(spec.destination.results_url):  # a fresh pod's disk: what the store holds first
+        cachecopy.restore(cachecopy.segments_url(url, cache.name), cache)
     mirror_cache = spec.destination.results_home / "jobs" / spec.job_id / "datasets" if spec.datasets.mirror else None
     with (
         hub.environment(TQDM_DISABLE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1"),
