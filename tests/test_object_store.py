@@ -225,3 +225,74 @@ def test_credentials_are_never_written_to_the_bucket_logs_or_files(
         assert not [k for k, v in objects.items() if value.encode() in v]
         assert value not in logged
         assert not [p for p, data in files.items() if value.encode() in data]
+
+
+def test_the_airflow_readers_work_from_a_fresh_disk(
+    s3_server, s3_bucket, model_dir, endpoint, tmp_path, monkeypatch, capsys
+):
+    """The comparison operator, the sensor (poke and its trigger), publishing and the UI plugin's reader, each on
+    an empty disk with the URL alone. A second model's row is the first's under another name (same bundle), so
+    the comparison's numbers are known: 10 paired examples, no difference."""
+    import asyncio
+
+    from evaljobs.engine import tracking
+    from evaljobs.engine.job import publish
+    from evaljobs.engine.objectstore import RemoteHome
+    from evaljobs.operators.compare import ModelComparisonOperator
+    from evaljobs.plugins import app
+    from evaljobs.plugins.store import PublishedObjects
+    from evaljobs.sensors.leaderboard import LeaderboardSensor
+    from evaljobs.triggers.leaderboard import LeaderboardTrigger
+
+    url = f"s3://{s3_bucket}/airflow"
+    spec_file = write_spec(tmp_path / "spec.json", spec_data(model_dir, endpoint, "first"))
+    run_cli(monkeypatch, capsys, tmp_path / "job", "run", "--spec", str(spec_file), "--results-home", url)
+    client = s3_server.client()
+    [key] = [k for k in s3_server.objects(s3_bucket) if k.startswith("airflow/rows/")]
+    row = json.loads(client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    row["row"]["model"] = "baseline-model"
+    other = RemoteHome.row_key(PROJECT, "baseline-model", BENCHMARK, row["row"]["settings_hash"])
+    client.put_object(Bucket=s3_bucket, Key=f"airflow/{other}", Body=json.dumps(row).encode())
+
+    monkeypatch.setenv("EVALJOBS_HOME", str(tmp_path / "worker"))
+    compared = ModelComparisonOperator(
+        task_id="compare", project=PROJECT, model=MODEL, baseline="baseline-model", results_home=url
+    ).execute({})
+    [bench] = compared["benchmarks"]
+    assert (bench["benchmark"], bench["n"], bench["delta"], bench["flips_up"], bench["flips_down"]) == (
+        BENCHMARK,
+        10,
+        0.0,
+        0,
+        0,
+    )
+
+    monkeypatch.setenv("EVALJOBS_HOME", str(tmp_path / "triggerer"))
+    sensor = LeaderboardSensor(task_id="gate", project=PROJECT, model=MODEL, max_rank=1, results_home=url)
+    assert sensor.poke({}).is_done
+    waiting = LeaderboardSensor(task_id="wait", project=PROJECT, model="unknown-model", results_home=url)
+    assert not waiting.poke({}).is_done
+
+    async def first_event():
+        async for event in LeaderboardTrigger(sensor._gate().to_dict(), url, 0.1, 10).run():
+            return event.payload
+
+    assert asyncio.run(first_event())["status"] == "success"
+
+    # The published board still has one model; publishing from another empty disk rebuilds it from both rows.
+    assert len(json.loads(s3_server.objects(s3_bucket)[f"airflow/leaderboards/{PROJECT}.json"])["rows"]) == 1
+    monkeypatch.setenv("EVALJOBS_HOME", str(tmp_path / "publisher"))
+    board, _ = publish(PROJECT, url, tracking.WandbTarget.from_env({}, "disabled"), log=str)
+    assert sorted(e.model for e in board.entries) == ["baseline-model", MODEL]
+
+    monkeypatch.setenv("EVALJOBS_HOME", str(tmp_path / "api-server"))
+    monkeypatch.setenv("AIRFLOW__EVALJOBS__RESULTS_HOME", url)
+    results = app.published()
+    assert isinstance(results, PublishedObjects) and results.projects() == [PROJECT]
+    shown = results.leaderboard(PROJECT)
+    assert sorted(r["model"] for r in shown["rows"]) == ["baseline-model", MODEL]
+    assert all(r["scores"] == {BENCHMARK: 0.3} for r in shown["rows"])
+    assert results.has(PROJECT, "report") and b"baseline-model" in results.read(PROJECT, "report")
+    assert results.read(PROJECT, "csv").decode().count("\n") == 3
+    assert results.read("../x", "json") is None and not results.has("nothing", "report")
+    assert not list((tmp_path / "api-server").rglob("*"))  # the plugin reads objects, it writes nothing

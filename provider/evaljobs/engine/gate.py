@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from evaljobs.engine import leaderboard
-from evaljobs.engine.results import ResultsStore
+from evaljobs.engine.objectstore import project_rows
 
 MODES = ("threshold", "statistical")
 
@@ -68,8 +68,9 @@ class Verdict:
 
 
 def evaluate(gate: Gate, results_home: str | Path) -> Verdict:
-    """Check ``gate`` against the results store under ``results_home``."""
-    rows = ResultsStore(results_home).rows(gate.project)
+    """Check ``gate`` against the results store under ``results_home`` (a folder, or an object-store URL whose rows
+    and bundles are pulled into its local copy)."""
+    rows = project_rows(results_home, gate.project)
     board = leaderboard.build(gate.project, rows, intervals="none")
     # A model evaluated under several settings has several rows: the gate looks at its newest.
     entries: dict[str, tuple[int, leaderboard.Entry]] = {}

@@ -15,7 +15,7 @@ class ModelComparisonOperator(BaseOperator):
     p-value raw and Holm-adjusted, method, flips; the normalised average's delta with its CI; the MDE), logging
     its table. Results with different score-relevant settings are refused, naming what differs.
 
-    :param results_home: the results home (default: ``$EVALJOBS_HOME``)
+    :param results_home: the results home, a folder or ``s3://bucket/prefix`` (default: ``$EVALJOBS_HOME``)
     :param discordance: the share of examples the models disagree on, for the MDE (default: the observed one)
     """
 
@@ -43,10 +43,10 @@ class ModelComparisonOperator(BaseOperator):
             raise AirflowException(problem)
         from evaljobs.engine.compare import compare
         from evaljobs.engine.errors import EvalJobsError
-        from evaljobs.engine.results import ResultsStore
+        from evaljobs.engine.objectstore import project_rows
         from evaljobs.engine.spec import default_results_home
 
-        rows = ResultsStore(self.results_home or default_results_home()).rows(self.project)
+        rows = project_rows(self.results_home or default_results_home(), self.project)
         try:
             result = compare(rows, self.model, self.baseline, list(self.benchmarks), self.project, self.discordance)
         except EvalJobsError as exc:

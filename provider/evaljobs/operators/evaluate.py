@@ -189,6 +189,9 @@ class WandbEvalOperator(EvaluationOperator):
         lifecycle: deferral, reattach, logs), given ``kubernetes`` and the same arguments
     :param kubernetes: :class:`~evaljobs.kubernetes.settings.KubernetesSettings` fields (image, namespace,
         secrets, model_volume_claim, node_selector, tolerations, ...), for ``kubernetes`` mode
+    :param object_store_conn_id: an ``aws`` connection (login, password, extra ``endpoint_url``) whose credentials
+        the job gets as AWS variables when ``results_home`` is ``s3://...``; absent: the worker's own environment.
+        Pods take them from Kubernetes secrets instead (``kubernetes={"secrets": {"AWS_ACCESS_KEY_ID": ...}}``)
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -207,11 +210,16 @@ class WandbEvalOperator(EvaluationOperator):
         return super().partial(**kwargs)
 
     def __init__(
-        self, *, execution_mode: str = "local", kubernetes: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        *,
+        execution_mode: str = "local",
+        kubernetes: dict[str, Any] | None = None,
+        object_store_conn_id: str = "aws_default",
+        **kwargs: Any,
     ) -> None:
         cluster_settings(execution_mode, kubernetes)  # refuses an unknown mode, and settings without the mode
         super().__init__(**kwargs)
-        self.execution_mode = execution_mode
+        self.execution_mode, self.object_store_conn_id = execution_mode, object_store_conn_id
         self._process = None
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -227,6 +235,10 @@ class WandbEvalOperator(EvaluationOperator):
             secrets = {name: value for name in secret_names(spec) if (value := hook.get(name))}
             if spec.destination.wandb != "disabled":
                 secrets |= WandbHook(self.wandb_conn_id).env(spec.destination.wandb)
+            if spec.destination.results_url:
+                from evaljobs.hooks.objectstore import ObjectStoreCredentialsHook
+
+                secrets |= ObjectStoreCredentialsHook(self.object_store_conn_id).env()
             return self.published(context, spec, run_local(spec, secrets, started=self._started, log=self.log))
         except EvalJobsError as exc:
             raise AirflowException(str(exc)) from None

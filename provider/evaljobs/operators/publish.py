@@ -23,7 +23,7 @@ class LeaderboardPublishOperator(BaseOperator):
     :param project: the destination project
     :param enabled: False skips publishing (a form's "publish to leaderboard" box); templated strings
         ``"True"``/``"False"`` are read as booleans
-    :param results_home: the results home (default: ``$EVALJOBS_HOME``)
+    :param results_home: the results home, a folder or ``s3://bucket/prefix`` (default: ``$EVALJOBS_HOME``)
     :param wandb_conn_id: the ``wandb`` connection; without it the leaderboard run is written offline
     :param wandb_mode: ``auto`` (online with a key, else offline), ``online``, ``offline`` or ``disabled``;
         online, the W&B project's runs join the local results
@@ -47,9 +47,9 @@ class LeaderboardPublishOperator(BaseOperator):
         self.wandb_conn_id, self.wandb_mode = wandb_conn_id, wandb_mode
 
     def execute(self, context: Any) -> dict[str, Any] | None:
-        from pathlib import Path
 
         from evaljobs.engine.errors import EvalJobsError
+        from evaljobs.engine.objectstore import home_of
         from evaljobs.engine.preflight import engine_problem
         from evaljobs.engine.spec import default_results_home
         from evaljobs.hooks.wandb import WandbHook
@@ -61,7 +61,7 @@ class LeaderboardPublishOperator(BaseOperator):
             raise AirflowException(problem)
         from evaljobs.engine.job import publish
 
-        home = Path(self.results_home) if self.results_home else default_results_home()
+        home = home_of(self.results_home) if self.results_home else default_results_home()
         try:
             target = WandbHook(self.wandb_conn_id).target(self.wandb_mode)
             board, report = publish(self.project, home, target, self.log.info)

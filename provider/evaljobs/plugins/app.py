@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from evaljobs.plugins.pages import index_page, missing_report_page
-from evaljobs.plugins.store import PublishedResults
+from evaljobs.plugins.store import PublishedObjects, PublishedResults, published_results
 
 RESOURCE = "evaljobs leaderboards"  # the custom view an auth manager grants (GET)
 
@@ -31,14 +31,17 @@ app = FastAPI(
 )
 
 
-def published() -> PublishedResults:
-    """The results home of this Airflow installation (``$EVALJOBS_HOME``), as the pages read it."""
+def published() -> PublishedResults | PublishedObjects:
+    """The results home of this Airflow installation, as the pages read it: ``[evaljobs] results_home``
+    (``AIRFLOW__EVALJOBS__RESULTS_HOME``: a folder or ``s3://bucket/prefix``), else ``$EVALJOBS_HOME``."""
+    from airflow.configuration import conf
+
     from evaljobs.forms import results_home
 
-    return PublishedResults(results_home())
+    return published_results(conf.get("evaljobs", "results_home", fallback="") or results_home())
 
 
-def summaries(results: PublishedResults) -> list[dict]:
+def summaries(results: PublishedResults | PublishedObjects) -> list[dict]:
     """Every published project's leaderboard with its URL name, latest result and report flag; newest first."""
     found = []
     for name in results.projects():

@@ -1,7 +1,8 @@
 """What the leaderboard pages read: the files ``publish`` writes under a results home, and nothing else.
 
-Every read goes through :class:`PublishedResults` (a local folder today; object storage is another class with
-the same methods). The pages never write, never open the results database, and need no engine extra."""
+Every read goes through :class:`PublishedResults` (a local folder) or :class:`PublishedObjects` (a results home on
+object storage, ``s3://bucket/prefix``: the same methods over the objects ``publish`` pushes; needs the ``s3``
+extra). The pages never write, never open the results database, and need no engine extra."""
 
 from __future__ import annotations
 
@@ -47,6 +48,43 @@ class PublishedResults:
         """The leaderboard of ``project`` as ``Leaderboard.as_dict`` saved it, or None."""
         data = self.read(project, "json")
         return json.loads(data) if data else None
+
+
+@dataclass(frozen=True)
+class PublishedObjects:
+    """The published leaderboards and reports of a results home on object storage (the keys of
+    :class:`PublishedResults`' files under the URL), read with the standard credentials (``AWS_*``)."""
+
+    home: str
+
+    def _store(self):
+        from evaljobs.engine.objectstore import RemoteHome
+
+        return RemoteHome(self.home)
+
+    def projects(self) -> list[str]:
+        names = (key.removeprefix("leaderboards/") for key in self._store().listing("leaderboards"))
+        return sorted(n.removesuffix(".json") for n in names if n.endswith(".json") and "/" not in n)
+
+    def read(self, project: str, kind: str) -> bytes | None:
+        return self._store().get(FILES[kind].format(project)) if valid(project) else None
+
+    def has(self, project: str, kind: str) -> bool:
+        if not valid(project):
+            return False
+        store = self._store()
+        return bool(store.fs.exists(store.path(FILES[kind].format(project))))
+
+    def leaderboard(self, project: str) -> dict[str, Any] | None:
+        data = self.read(project, "json")
+        return json.loads(data) if data else None
+
+
+def published_results(home: str | Path) -> PublishedResults | PublishedObjects:
+    """The reader of ``home``: a folder's files, or an object-store URL's objects."""
+    from evaljobs.engine.objectstore import is_url
+
+    return PublishedObjects(str(home)) if is_url(home) else PublishedResults(Path(home))
 
 
 def valid(project: str) -> bool:

@@ -27,7 +27,7 @@ class LeaderboardSensor(BaseSensorOperator):
     :param margin: the statistical mode's non-inferiority margin per benchmark, in normalised points
     :param refuse_fast: fail as soon as the model's results are in and the gate refuses them, instead of waiting
         for newer results until ``timeout``
-    :param results_home: results store (default ``$EVALJOBS_HOME`` or ``~/.evaljobs``)
+    :param results_home: results store, a folder or ``s3://bucket/prefix`` (default ``$EVALJOBS_HOME``)
     :param deferrable: wait in the triggerer instead of a worker slot (default ``[operators] default_deferrable``)
     """
 
@@ -103,10 +103,10 @@ class LeaderboardSensor(BaseSensorOperator):
         return PokeReturnValue(verdict.released, asdict(verdict))
 
     def execute(self, context: Any) -> dict[str, Any] | None:
+        from evaljobs.engine.objectstore import project_rows
         from evaljobs.engine.plan import gate_warning
-        from evaljobs.engine.results import ResultsStore
 
-        if warning := gate_warning(self._gate(), ResultsStore(self._home()).rows(self.project)):
+        if warning := gate_warning(self._gate(), project_rows(self._home(), self.project)):
             self.log.warning("leaderboard gate: %s", warning)
         if not self.deferrable:
             return super().execute(context)
