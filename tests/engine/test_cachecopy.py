@@ -247,3 +247,18 @@ def test_a_failed_job_keeps_its_segments_unmerged(s3_server, s3_bucket, tmp_path
                 wait_for(lambda: copy.pending < 2)
             raise KeyboardInterrupt  # SIGTERM in `evaljobs run`
     assert copy.copied == 5 and len(s3_server.objects(s3_bucket)) == len(copy.segments) >= 3
+
+
+def test_a_disk_that_outlives_its_jobs_reads_each_segment_once(s3_bucket, tmp_path):
+    url = segments_url(f"s3://{s3_bucket}/home", "model")
+    copy = CacheCopy(url, "job", every=3, seconds=3600).start()
+    for entry in answers(6):
+        copy(*entry)
+        wait_for(lambda: copy.pending < 3)
+    copy.close()
+    first = restore(url, tmp_path / "cache")
+    assert (first.answers, first.segments, first.known) == (6, 2, 0)
+    again = restore(url, tmp_path / "cache")
+    assert (again.answers, again.segments, again.known) == (0, 0, 2)
+    (tmp_path / "cache" / CACHE_DB).unlink()  # a cache deleted forgets what it had restored
+    assert restore(url, tmp_path / "cache").answers == 6

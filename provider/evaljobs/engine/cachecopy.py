@@ -52,6 +52,7 @@ from typing import Any
 
 KEY = re.compile(r"^[0-9a-f]{64}$")
 CACHE_DB = "requests_rank0.db"  # lm-eval's file for use_cache=<cache dir>/requests (rank 0)
+RESTORED = "evaljobs_segments"  # the table of that file naming the segments restored into it
 
 
 def store_url(home: Any) -> str | None:
@@ -120,12 +121,15 @@ class Restored:
     segments: int = 0  # segments read whole
     ignored: list[str] = field(default_factory=list)  # segments that were not whole, valid ones
     read: list[str] = field(default_factory=list)  # the segments read whole (store paths)
+    known: int = 0  # segments restored into this cache before, not read again
     seconds: float = 0.0
 
 
 def restore(url: str, cache_dir: Path) -> Restored:
     """Write every answer the segments under ``url`` hold into the SQLite cache in ``cache_dir``, before
-    lm-eval opens it. Answers the local cache already holds are left as they are."""
+    lm-eval opens it. Answers the local cache already holds are left as they are, and segments restored into
+    it before are not read again (a disk that outlives its jobs: they are named in a table of the cache's
+    own file, so a deleted cache forgets them too)."""
     import fsspec
     from sqlitedict import SqliteDict
 
@@ -135,11 +139,16 @@ def restore(url: str, cache_dir: Path) -> Restored:
         names = sorted(p for p in fs.find(root) if p.endswith(".jsonl"))
     except FileNotFoundError:
         names = []
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if names:
+        with SqliteDict(str(cache_dir / CACHE_DB), tablename=RESTORED) as done:
+            known = set(done.keys())
+        restored.known = len([n for n in names if n in known])
+        names = [n for n in names if n not in known]
     if not names:
         restored.seconds = time.monotonic() - started
         return restored
     contents = fs.cat(names, on_error="omit")  # concurrent gets on object stores; a vanished one is omitted
-    cache_dir.mkdir(parents=True, exist_ok=True)
     db = SqliteDict(str(cache_dir / CACHE_DB), autocommit=False)
     try:
         held = set(db.keys())
@@ -158,6 +167,9 @@ def restore(url: str, cache_dir: Path) -> Restored:
         db.commit()
     finally:
         db.close()
+    with SqliteDict(str(cache_dir / CACHE_DB), tablename=RESTORED) as done:
+        done.update(dict.fromkeys(restored.read, True))
+        done.commit()
     restored.seconds = time.monotonic() - started
     return restored
 
