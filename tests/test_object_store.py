@@ -296,3 +296,32 @@ def test_the_airflow_readers_work_from_a_fresh_disk(
     assert results.read(PROJECT, "csv").decode().count("\n") == 3
     assert results.read("../x", "json") is None and not results.has("nothing", "report")
     assert not list((tmp_path / "api-server").rglob("*"))  # the plugin reads objects, it writes nothing
+
+
+def test_a_pod_gets_the_url_and_the_store_credentials_by_reference_only(s3_bucket):
+    """An evaluation pod for an s3:// results home: its spec names the URL (no worker path), and the AWS variables
+    mapped in ``kubernetes.secrets`` reach it as ``secretKeyRef`` alone (the test's credentials appear nowhere)."""
+    from kubernetes.client import ApiClient
+
+    from evaljobs.kubernetes.pods import evaluation_pod
+    from evaljobs.kubernetes.settings import KubernetesSettings
+
+    url = f"s3://{s3_bucket}/pods"
+    data = {
+        "model": {"base_url": "https://api.example.com/v1", "model": "hosted-model"},
+        "benchmarks": [BENCHMARK],
+        "destination": {"project": PROJECT, "results_home": url, "wandb": "disabled"},
+    }
+    refs = {"AWS_ACCESS_KEY_ID": "store-credentials/id", "AWS_SECRET_ACCESS_KEY": "store-credentials/secret"}
+    pod = evaluation_pod(JobSpec.parse(data), KubernetesSettings(secrets=refs))
+    env = {e["name"]: e for e in ApiClient().sanitize_for_serialization(pod["env_vars"])}
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "name": "AWS_ACCESS_KEY_ID",
+        "valueFrom": {"secretKeyRef": {"name": "store-credentials", "key": "id"}},
+    }
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "store-credentials", "key": "secret"}
+    assert "AWS_ENDPOINT_URL" not in env  # not mapped: the pod's own environment or service account decides
+    destination = json.loads(pod["annotations"]["evaljobs.io/spec"])["destination"]
+    assert destination["results_url"] == url and "results_home" not in destination
+    everything = json.dumps(ApiClient().sanitize_for_serialization(pod), default=str)
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in everything and os.environ["AWS_ACCESS_KEY_ID"] not in everything

@@ -23,8 +23,17 @@ SPEC_ANNOTATION = "evaljobs.io/spec"
 SPEC_DIR, SPEC_FILE = "/etc/evaljobs", "/etc/evaljobs/spec.json"
 XCOM_FILE = "/airflow/xcom/return.json"  # read by KubernetesPodOperator's XCom sidecar
 RESULTS_DIR = "/var/lib/evaljobs"
+# What a results home on s3:// reads (a pod may instead get them from its service account, e.g. IRSA).
+OBJECT_STORE_SECRETS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+)
 MIRROR_DIR = "/var/lib/evaljobs-mirror"
 JOB_LABEL, BENCHMARK_LABEL = "evaljobs.io/job", "evaljobs.io/benchmark"
+SHARD_LABEL = "evaljobs.io/shard"  # a shard job's "<k>-of-<N>" (0-based k)
 
 
 def label_value(text: str) -> str:
@@ -62,6 +71,10 @@ def evaluation_pod(
 
     plain_env = dict(plain_env or {})
     env = secret_env(secret_names, settings)
+    if spec.destination.results_url:  # object storage: the AWS variables mapped in `secrets`, by reference only
+        env += secret_env(
+            [n for n in OBJECT_STORE_SECRETS if settings.secret_ref(n) and n not in secret_names], settings
+        )
     model, resources = spec.model, spec.resources
     serves = not model.hosted and not model.endpoint  # this pod runs vLLM on its own GPUs
     placement, init_containers, gpu_volumes = ModelPlacement(path=""), [], []
@@ -96,6 +109,9 @@ def evaluation_pod(
         mounts.append(V1VolumeMount(name="dataset-mirror", mount_path=MIRROR_DIR, read_only=True))
         pod_spec["datasets"]["mirror"] = MIRROR_DIR
     benchmark = spec.benchmarks[0] if len(spec.benchmarks) == 1 else "several"
+    sharded = spec.settings.shard is not None
+    shard = f"{spec.settings.shard}-of-{spec.settings.shards}" if sharded else ""
+    suffix = f"-{shard}" if sharded else ""
     serving = {  # GPU placement only for the pod that holds GPUs: the others must not occupy GPU nodes
         "node_selector": dict(settings.node_selector) if serves else {},
         "tolerations": [convert_toleration(t) for t in settings.tolerations] if serves else [],
@@ -103,7 +119,7 @@ def evaluation_pod(
     }
     return serving | {
         "namespace": settings.namespace,
-        "name": f"evaljobs-{label_value(benchmark).lower().replace('_', '-').replace('.', '-')[:40]}",
+        "name": f"evaljobs-{label_value(benchmark).lower().replace('_', '-').replace('.', '-')[:40]}{suffix}",
         "image": settings.image,
         "cmds": run_command(SPEC_FILE, XCOM_FILE, POD_PYTHON),
         "env_vars": [*plain_env_vars({"EVALJOBS_HOME": RESULTS_DIR, "PYTHONUNBUFFERED": "1"} | plain_env), *env],
@@ -111,7 +127,8 @@ def evaluation_pod(
         "volume_mounts": mounts,
         "init_containers": init_containers,
         "labels": {"app.kubernetes.io/name": "evaljobs", JOB_LABEL: label_value(spec.job_id)}
-        | {BENCHMARK_LABEL: label_value(benchmark)},
+        | {BENCHMARK_LABEL: label_value(benchmark)}
+        | ({SHARD_LABEL: shard} if shard else {}),
         "annotations": {
             SPEC_ANNOTATION: json.dumps(pod_spec, sort_keys=True),
             "evaljobs.io/benchmarks": ",".join(spec.benchmarks),
