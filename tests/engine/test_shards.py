@@ -19,14 +19,51 @@ from tests.latency_endpoint import MODEL, LatencyEndpoint
 
 LIMIT, SHARDS = 9, 2
 BENCHMARKS = ["arc_challenge_local", "gsm8k_local"]  # gsm8k: two filters, each value merged
+GROUP, SUBJECTS = "mmlu_pair_local", ["mmlu_marketing_local", "mmlu_high_school_geography_local"]
+
+
+@pytest.fixture
+def grouped(monkeypatch, tmp_path) -> str:
+    """A benchmark that is an lm-eval group of registered tasks, as MMLU is: two MMLU subjects (their catalog
+    tasks as lm-eval YAML) averaged by size, in lm-eval's task index and the catalog for this test, so the
+    job and the merge resolve it as a built-in."""
+    import yaml
+    from bench.common import task_yaml
+    from lm_eval.tasks import TaskManager
+
+    from evaljobs.engine import catalog
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for name in SUBJECTS:  # zero-shot: short prompts (a CPU serves them in tests/test_shards_vllm.py)
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(yaml.safe_load(task_yaml(name)) | {"num_fewshot": 0}))
+    metrics = [{"metric": "acc", "weight_by_size": True}, {"metric": "acc_norm", "weight_by_size": True}]
+    group = {"group": GROUP, "task": SUBJECTS, "aggregate_metric_list": metrics, "metadata": {"version": 1}}
+    (folder / f"{GROUP}.yaml").write_text(yaml.safe_dump(group))
+    original = TaskManager.__init__
+
+    def index_only_these(self, *args, include_path=None, include_defaults=True, **kwargs):
+        original(self, *args, include_path=str(folder), include_defaults=False, **kwargs)
+
+    monkeypatch.setattr(TaskManager, "__init__", index_only_these)
+    member = catalog.load(SUBJECTS[0])
+    benchmark = catalog.Benchmark(
+        name=GROUP, category="knowledge", output="multiple_choice", metric="acc,none", baseline=0.25, lm_eval=GROUP
+    )
+    assert benchmark.builtin and member.output == benchmark.output
+    resolve, load = catalog.resolve, catalog.load
+    monkeypatch.setattr(catalog, "resolve", lambda name: benchmark if name == GROUP else resolve(name))
+    monkeypatch.setattr(catalog, "load", lambda name: benchmark if name == GROUP else load(name))
+    return GROUP
 
 
 def spec(model_dir, home: Path, project: str, endpoint: str, shard: int | None = None, **settings) -> JobSpec:
     sharded = {"shards": SHARDS, "shard": shard} if shard is not None else {}
+    benchmarks = settings.pop("benchmarks", BENCHMARKS)
     return JobSpec.parse(
         {
             "model": {"checkpoint": str(model_dir), "endpoint": endpoint, "model": MODEL},
-            "benchmarks": BENCHMARKS,
+            "benchmarks": benchmarks,
             "settings": {"limit": LIMIT, "max_tokens": 16} | sharded | settings,
             "destination": {"project": project, "results_home": str(home), "wandb": "disabled"},
             "job_id": f"{project}-{shard}",
@@ -75,6 +112,20 @@ def test_sharded_jobs_merged_equal_one_job(model_dir, tmp_path):
         assert result.leaderboard.as_dict()["rows"][0]["model"] == row.model
     board = json.loads((home / "leaderboards" / "sharded.json").read_text())
     assert len(board["rows"]) == 1
+
+
+def test_a_grouped_benchmark_merges_as_its_group_aggregates(model_dir, tmp_path, grouped):
+    """Each subject is sliced on its own; the merge gives lm-eval the group, which weights them by size."""
+    home = tmp_path / "home"
+    with LatencyEndpoint(0.005, 16) as endpoint:
+        parts = [run_job(spec(model_dir, home, "g", endpoint.base_url, k, benchmarks=[grouped])) for k in (0, 1)]
+        single = run_job(spec(model_dir, home, "g1", endpoint.base_url, benchmarks=[grouped]))
+    [folder] = {p.summary()["shard_parts"][grouped] for p in parts}
+    assert read_parts(Path(folder))[1]["rows"] == dict.fromkeys(SUBJECTS, LIMIT)
+    [row] = merge(Path(folder), log=lambda _: None).rows
+    [one] = single.rows
+    same_result(row, one)
+    assert sorted(row.subscores) == sorted(SUBJECTS) and row.n_samples == 2 * LIMIT
 
 
 def test_a_missing_shard_is_named_and_nothing_recorded(model_dir, tmp_path):

@@ -175,7 +175,7 @@ def _comparable(header: dict[str, Any]) -> Any:
 
 
 def merge(
-    folder: Path,
+    folder: str | Path,
     secrets: Mapping[str, str] | None = None,
     log: Callable[[str], None] = print,
     publish: bool | None = None,
@@ -187,6 +187,7 @@ def merge(
     from evaljobs.engine.harness import RecordsFile, _collect, _leaf_tasks
     from evaljobs.engine.results import ResultsStore
 
+    folder = Path(folder).expanduser()
     headers = read_parts(folder)
     first = headers[0]
     data = first["spec"]
@@ -273,3 +274,31 @@ def _summed(counts: Iterable[dict[str, Any]]) -> dict[str, Any]:
             if isinstance(value, (int, float)):
                 total[key] = total.get(key, 0) + value
     return total
+
+
+def run_merge(
+    folders: list[str],
+    secrets: Mapping[str, str] | None = None,
+    publish: bool | None = None,
+    log: Any = None,
+    started: Callable[[Any], None] | None = None,
+) -> list[dict[str, Any]]:
+    """``evaljobs merge`` of ``folders`` as a child process (lm-eval stays out of this one), its lines relayed to
+    ``log`` as :func:`evaljobs.engine.command.run_local` relays a job's; the merged jobs' summaries."""
+    import logging
+    import os
+    import sys
+    import tempfile
+
+    from evaljobs.engine.command import _run
+
+    log = log or logging.getLogger(__name__)
+    with tempfile.TemporaryDirectory(prefix="evaljobs-merge-") as work:
+        summary = Path(work) / "summary.json"
+        command = [sys.executable, "-m", "evaljobs.cli", "merge", *map(str, folders), "--summary-out", str(summary)]
+        if publish is not None:
+            command.append("--publish-leaderboard" if publish else "--no-publish-leaderboard")
+        if code := _run(command, {**os.environ, **(secrets or {})}, log, started):
+            raise HarnessError(f"merging {', '.join(map(str, folders))} failed (evaljobs merge exited with {code})")
+        merged = json.loads(summary.read_text())
+    return merged if isinstance(merged, list) else [merged]

@@ -15,8 +15,9 @@ from evaljobs.assets import emit_leaderboard_event, with_leaderboard_outlet
 from evaljobs.operators.links import LeaderboardLink, WandbRunsLink
 from evaljobs.operators.serve import cluster_settings
 
-# A mapped evaluation's name in the UI: its benchmark, or its benchmarks joined.
+# A mapped evaluation's name in the UI: its benchmark, or its benchmarks joined; a shard's adds "k/N" (1-based).
 MAP_INDEX_TEMPLATE = "{{ task.benchmarks if task.benchmarks is string else task.benchmarks | join(', ') }}"
+SHARD_INDEX_TEMPLATE = MAP_INDEX_TEMPLATE + "{{ ' ' ~ (task.shard + 1) ~ '/' ~ task.shards if task.shards else '' }}"
 
 
 class EvaluationOperator(BaseOperator):
@@ -45,6 +46,11 @@ class EvaluationOperator(BaseOperator):
         turn it off in mapped tasks and publish once downstream
         (:class:`~evaljobs.operators.publish.LeaderboardPublishOperator`). Publishing adds an event to the
         project's :func:`~evaljobs.assets.leaderboard_asset` (``extra``: the model's row)
+    :param shards: split each benchmark over this many jobs, each its own rows (``settings.shards``); map over
+        ``shard``: ``.partial(..., shards=4, publish_leaderboard=False).expand(shard=list(range(4)))``, then merge
+        with :class:`~evaljobs.operators.merge.ShardMergeOperator`. The parts need a results home every job
+        and the merge share (a PVC or object storage in kubernetes mode)
+    :param shard: the shard this task evaluates, ``0..shards-1``
     """
 
     template_fields: Sequence[str] = (
@@ -85,9 +91,17 @@ class EvaluationOperator(BaseOperator):
         wandb_conn_id: str = "wandb_default",
         wandb_mode: str = "auto",
         publish_leaderboard: bool = True,
+        shards: int | None = None,
+        shard: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**(with_leaderboard_outlet(kwargs) if publish_leaderboard is not False else kwargs))
+        self.shards, self.shard = shards, shard
+        if shards and shards > 1 and shard is None:
+            raise ValueError(
+                f"shard: a task with shards={shards} evaluates one shard; map over it: "
+                f".partial(..., shards={shards}).expand(shard=list(range({shards}))), then a ShardMergeOperator"
+            )
         sources = [
             name for name, value in (("server", server), ("checkpoint", checkpoint), ("base_url", base_url)) if value
         ]
@@ -103,7 +117,10 @@ class EvaluationOperator(BaseOperator):
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:
         """Mapped evaluations are named by their benchmark(s) in the UI unless ``map_index_template`` says else."""
-        kwargs.setdefault("map_index_template", MAP_INDEX_TEMPLATE)
+        from evaljobs.operators.merge import shared_parts_home
+
+        shared_parts_home(kwargs.get("shards"), kwargs.get("kubernetes"))  # at parse time, not when pods start
+        kwargs.setdefault("map_index_template", SHARD_INDEX_TEMPLATE if kwargs.get("shards") else MAP_INDEX_TEMPLATE)
         if kwargs.get("publish_leaderboard", True) is not False:
             kwargs = with_leaderboard_outlet(kwargs)
         return super().partial(**kwargs)
@@ -112,7 +129,7 @@ class EvaluationOperator(BaseOperator):
         """Fail at DAG-parse time on what is already known (untemplated names, limits, GPU counts)."""
         from evaljobs.engine.spec import Datasets, Judge, Resources, Settings, validated
 
-        for fields, model in ((self.settings, Settings), (self.judge, Judge), (self.datasets, Datasets)):
+        for fields, model in ((self.sharded(self.settings), Settings), (self.judge, Judge), (self.datasets, Datasets)):
             if not _templated(fields):
                 validated(model, fields)
         validated(Resources, self.server_resources)
@@ -143,7 +160,7 @@ class EvaluationOperator(BaseOperator):
         spec = {
             "model": {k: v for k, v in model.items() if v is not None},
             "benchmarks": [self.benchmarks] if isinstance(self.benchmarks, str) else list(self.benchmarks),
-            "settings": self.settings,
+            "settings": self.sharded(self.settings),
             "resources": self.server_resources,
             "judge": self.judge,
             "datasets": self.datasets,
@@ -159,6 +176,11 @@ class EvaluationOperator(BaseOperator):
         if self.results_home:
             spec["destination"]["results_home"] = self.results_home
         return spec
+
+    def sharded(self, settings: Any) -> Any:
+        """``settings`` with the task's ``shards`` and ``shard`` (left to the settings when not given)."""
+        given = {k: v for k, v in (("shards", self.shards), ("shard", self.shard)) if v is not None}
+        return settings | given if given and isinstance(settings, dict) else settings
 
     def parsed_spec(self, context: Any) -> Any:
         """:meth:`job_spec` checked (a :class:`~evaljobs.engine.spec.JobSpec`); a problem fails the task with

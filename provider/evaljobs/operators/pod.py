@@ -9,6 +9,7 @@ from airflow.exceptions import AirflowException
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
 from evaljobs.operators.evaluate import EvaluationOperator
+from evaljobs.operators.merge import shared_parts_home
 from evaljobs.operators.serve import cluster_settings
 
 # How the pod runs, whatever the job: KubernetesPodOperator arguments a DAG may still override.
@@ -50,6 +51,7 @@ class WandbEvalPodOperator(EvaluationOperator, KubernetesPodOperator):
         lifecycle = LIFECYCLE | {"kubernetes_conn_id": settings.kubernetes_conn_id, "namespace": settings.namespace}
         super().__init__(**(lifecycle | kwargs))
         self.kubernetes = settings
+        shared_parts_home(self.shards, settings)  # a sharded pod's part must outlive it: refused before any pod
 
     def execute(self, context: Any) -> Any:
         spec = self.prepare_pod(context)

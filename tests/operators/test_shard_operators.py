@@ -1,0 +1,47 @@
+"""The shard arguments of the evaluation operators, checked when the DAG is parsed: a sharded task without
+its shard, bad values, and a sharded Kubernetes evaluation whose pods would keep their parts to themselves,
+are refused before any job or pod starts; the parts' folders a merge reads from the shard summaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from evaljobs.engine.errors import SpecError
+from evaljobs.operators.evaluate import SHARD_INDEX_TEMPLATE, WandbEvalOperator
+from evaljobs.operators.merge import part_folders
+
+SOURCE = {"checkpoint": "/models/m", "benchmarks": "arc_challenge_local"}
+CLUSTER = {"image": "evaljobs/worker:1", "namespace": "evals"}
+
+
+def test_a_sharded_task_needs_its_shard_and_valid_values():
+    with pytest.raises(ValueError, match=r"shard: a task with shards=4 evaluates one shard; map over it"):
+        WandbEvalOperator(task_id="e", shards=4, **SOURCE)
+    with pytest.raises(SpecError, match=r"- shard: 4 is not one of 4 shards; give shard 0..3"):
+        WandbEvalOperator(task_id="e", shards=4, shard=4, **SOURCE)
+    with pytest.raises(SpecError, match=r"- shards: Input should be greater than or equal to 1"):
+        WandbEvalOperator(task_id="e", shards=0, shard=0, **SOURCE)
+    task = WandbEvalOperator(task_id="e", shards=4, shard=2, settings={"limit": 8}, **SOURCE)
+    assert task.sharded(task.settings) == {"limit": 8, "shards": 4, "shard": 2}
+
+
+def test_mapped_shards_are_named_by_their_shard():
+    mapped = WandbEvalOperator.partial(task_id="e", shards=2, publish_leaderboard=False, **SOURCE)
+    assert mapped.kwargs["map_index_template"] == SHARD_INDEX_TEMPLATE
+
+
+def test_a_sharded_kubernetes_evaluation_without_a_shared_results_home_is_refused_at_parse_time():
+    args = {"task_id": "e", "execution_mode": "kubernetes", "shards": 2, **SOURCE}
+    with pytest.raises(ValueError, match=r"shards: the 2 shard pods write their parts .* kubernetes.results_volume_claim"):
+        WandbEvalOperator.partial(kubernetes=CLUSTER, **args)
+    with pytest.raises(ValueError, match=r"without kubernetes.results_volume_claim it is each pod's own emptyDir"):
+        WandbEvalOperator(kubernetes=CLUSTER, shard=0, **args)
+    shared = CLUSTER | {"results_volume_claim": "evaljobs-results"}
+    assert WandbEvalOperator(kubernetes=shared, shard=1, **args).shard == 1
+    WandbEvalOperator.partial(kubernetes=shared, **args)
+
+
+def test_part_folders_from_shard_summaries_once_each():
+    summaries = [{"shard_parts": {"a": "/h/a", "b": "/h/b"}}, {"shard_parts": {"a": "/h/a", "b": "/h/b"}}]
+    assert part_folders(summaries) == ["/h/a", "/h/b"]
+    assert part_folders("/h/c") == ["/h/c"] and part_folders([*summaries, "/h/c"]) == ["/h/a", "/h/b", "/h/c"]
