@@ -5,6 +5,7 @@ apiserver.py), so the real sync and async Kubernetes clients, and the hooks, do 
 
 import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -38,7 +39,7 @@ def api(request, monkeypatch):
 
 
 def serve(**kwargs) -> VLLMServeOperator:
-    args = {"task_id": "serve", "checkpoint": "/models/llama-8b", "execution_mode": "kubernetes"}
+    args = {"task_id": "serve", "checkpoint": "/models/llama-8b", "execution_mode": "kubernetes", "deferrable": True}
     return VLLMServeOperator(**(args | {"kubernetes": CLUSTER, "server_resources": {"gpus": 1}} | kwargs))
 
 
@@ -191,12 +192,73 @@ shared_server()
 
 
 @pytest.mark.parametrize("api", [3], indirect=True)
-def test_a_dag_run_defers_resumes_with_the_url_and_tears_the_server_down(api, airflow):
-    ok, output = airflow.dags_test("shared_server", DAG, AIRFLOW_CONN_KUBERNETES_DEFAULT=api.connection())
+@pytest.mark.parametrize("deferrable", ["True", "False"])
+def test_a_dag_run_waits_for_the_server_pushes_the_url_and_tears_it_down(api, airflow, deferrable):
+    """``deferrable`` follows ``[operators] default_deferrable``: the wait runs in the trigger, or on the worker."""
+    env = {"AIRFLOW_CONN_KUBERNETES_DEFAULT": api.connection(), "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": deferrable}
+    ok, output = airflow.dags_test("shared_server", DAG, **env)
     assert ok, output[-4000:]
+    assert ("Pausing task as DEFERRED" in output) == (deferrable == "True")
     assert "EVALUATE AGAINST http://evaljobs-vllm-" in output and ".evals.svc.cluster.local:8000/v1" in output
     methods = [(method, kind) for method, kind, _name in api.calls]
     assert methods[:2] == [("POST", "deployments"), ("POST", "services")]
-    assert methods.count(("GET", "deployments")) == 4  # polled by the trigger until ready
+    assert methods.count(("GET", "deployments")) == 4  # polled (by the trigger, or the worker) until ready
     assert methods[-2:] == [("DELETE", "deployments"), ("DELETE", "services")]  # the teardown
     assert api.objects == {}
+
+
+def test_a_retry_adopts_the_deployment_and_service_of_its_earlier_try(api):
+    first = serve(deferrable=False, poll_interval=0.01).shared_server(CONTEXT)
+    api.objects[("evals", "deployments", NAME)] = first.deployment  # created by a try whose worker was lost
+    api.objects[("evals", "services", NAME)] = first.service
+    xcom = serve(deferrable=False, poll_interval=0.01).execute(CONTEXT)
+    assert xcom["base_url"] == URL and created(api) == {("deployments", NAME), ("services", NAME)}
+    posts = [(m, k) for m, k, _ in api.calls if m == "POST"]
+    assert posts == [("POST", "deployments"), ("POST", "services")]  # both answered 409: adopted, not failed
+    assert api.objects[("evals", "deployments", NAME)] is first.deployment  # kept as it was
+
+
+@pytest.mark.parametrize("api", [None], indirect=True)
+def test_on_kill_deletes_the_deployment_and_service(api):
+    op, failure = serve(deferrable=False, poll_interval=0.05), []
+
+    def execute():
+        try:
+            op.execute(CONTEXT)
+        except Exception as exc:  # noqa: BLE001 - what the killed wait raises
+            failure.append(exc)
+
+    task = threading.Thread(target=execute)
+    task.start()
+    deadline = time.monotonic() + 30
+    while api.status_reads < 2:  # created, and waiting
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    op.on_kill()
+    task.join(30)
+    assert not task.is_alive() and failure and created(api) == set()
+    assert ("DELETE", "deployments", NAME) in api.calls and ("DELETE", "services", NAME) in api.calls
+
+
+@pytest.mark.parametrize("api", [1], indirect=True)
+def test_replicas_are_the_deployments_and_the_server_is_ready_with_one(api):
+    from tests.kubernetes.manifests import validated
+
+    op = serve(deferrable=False, poll_interval=0.01, replicas=3)
+    assert validated(op.shared_server(CONTEXT).deployment)["spec"]["replicas"] == 3
+    assert op.execute(CONTEXT)["base_url"] == URL
+    assert api.objects[("evals", "deployments", NAME)]["spec"]["replicas"] == 3
+    assert api.status_reads == 2
+
+
+@pytest.mark.parametrize("api", [None], indirect=True)
+def test_the_trigger_reports_how_many_replicas_are_ready(api):
+    api.objects[("evals", "deployments", NAME)] = serve(replicas=4).shared_server(CONTEXT).deployment
+    event = first_event(VLLMServerTrigger(NAME, "evals", URL, time.time() + 0.2, poll_interval=0.05))
+    assert event["status"] == "timeout" and event["message"] == "last seen: 0 of 4 replicas ready"
+
+
+@pytest.mark.parametrize("replicas", [0, 2])
+def test_replicas_are_refused_when_the_dag_is_parsed_unless_a_cluster_serves_them(replicas):
+    with pytest.raises(ValueError, match="replicas must be a whole number >= 1, above 1 in kubernetes mode only"):
+        VLLMServeOperator(task_id="serve", checkpoint="/models/m", replicas=replicas, **({} if replicas else {}))

@@ -1,5 +1,6 @@
-"""The shared vLLM server on the cluster: a one-replica Deployment and its Service, created, awaited and
-deleted. Evaluation pods then reach it by its in-cluster URL and need no GPU."""
+"""The shared vLLM server on the cluster: a Deployment of ``replicas`` data-parallel vLLM pods and the Service
+that spreads requests over their ready ones, created (or adopted, on a retry), awaited and deleted. Evaluation
+pods then reach it by its in-cluster URL and need no GPU."""
 
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ def shared_server(
     resources: Resources,
     settings: KubernetesSettings,
     fetch_env: list[V1EnvVar],
+    replicas: int = 1,
 ) -> SharedServer:
-    """The manifests for serving ``model`` on ``resources.gpus`` GPUs (1 or 2), refused here when the model
-    cannot be placed or is over the size limit."""
+    """The manifests for serving ``model`` with ``replicas`` vLLM pods of ``resources.gpus`` GPUs (1 or 2)
+    each, refused here when the model cannot be placed or is over the size limit."""
     from kubernetes.client import (
         ApiClient,
         V1Deployment,
@@ -89,7 +91,7 @@ def shared_server(
         kind="Deployment",
         metadata=meta,
         spec=V1DeploymentSpec(
-            replicas=1,
+            replicas=replicas,
             selector=V1LabelSelector(match_labels=labels),
             template=V1PodTemplateSpec(metadata=V1ObjectMeta(labels=labels), spec=pod),
         ),
@@ -115,17 +117,32 @@ def shared_server(
     )
 
 
-def create(server: SharedServer, apps: Any, core: Any) -> None:
-    """Submit the Deployment and the Service (``apps``: AppsV1Api, ``core``: CoreV1Api)."""
-    apps.create_namespaced_deployment(server.namespace, server.deployment)
-    core.create_namespaced_service(server.namespace, server.service)
+def create(server: SharedServer, apps: Any, core: Any) -> list[str]:
+    """Submit the Deployment and the Service (``apps``: AppsV1Api, ``core``: CoreV1Api); return the kinds that
+    already existed (HTTP 409). Their names are the task's in its DAG run, so they are this task's, left by an
+    earlier try (a lost worker): adopted as they are, not created twice."""
+    from kubernetes.client.exceptions import ApiException
+
+    adopted = []
+    for kind, submit, manifest in (
+        ("deployment", apps.create_namespaced_deployment, server.deployment),
+        ("service", core.create_namespaced_service, server.service),
+    ):
+        try:
+            submit(server.namespace, manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            adopted.append(kind)
+    return adopted
 
 
 def wait_ready(
     server: SharedServer, apps: Any, timeout: float, poll: float = 10.0, sleep: Callable[[float], None] = time.sleep
 ) -> None:
-    """Return once the Deployment has a ready replica (vLLM answers /health); raise after ``timeout`` seconds.
-    This blocks the worker: the deferrable wait is :class:`~evaljobs.triggers.server.VLLMServerTrigger`."""
+    """Return once the Deployment has a ready replica (vLLM answers /health: the Service sends requests to the
+    ready ones, the others join as they get ready); raise after ``timeout`` seconds. This blocks the worker:
+    the deferrable wait is :class:`~evaljobs.triggers.server.VLLMServerTrigger`."""
     deadline = time.monotonic() + timeout
     while True:
         status = apps.read_namespaced_deployment_status(server.name, server.namespace).status

@@ -8,6 +8,7 @@ from typing import Any, Literal, TypedDict
 
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
+from airflow.sdk.configuration import conf
 
 EXECUTION_MODES = ("local", "kubernetes")
 
@@ -70,11 +71,16 @@ class VLLMServeOperator(BaseOperator):
         version with the ``wandb_conn_id`` connection), or a Hugging Face repo ``org/name[@revision]``
     :param served_name: the model name the server answers to (default: the folder's name)
     :param server_resources: :class:`~evaljobs.engine.spec.Resources` fields (gpus, max_model_len, dtype, ...)
-    :param execution_mode: ``local`` (a process on the worker) or ``kubernetes`` (a one-replica vLLM Deployment
-        and its Service; the XCom's ``base_url`` is the in-cluster URL and evaluation pods need no GPU)
+    :param execution_mode: ``local`` (a process on the worker) or ``kubernetes`` (a vLLM Deployment and its
+        Service; the XCom's ``base_url`` is the in-cluster URL and evaluation pods need no GPU). A retry adopts
+        the Deployment and Service its earlier try created; killing the task deletes them
     :param kubernetes: :class:`~evaljobs.kubernetes.settings.KubernetesSettings` fields, for ``kubernetes`` mode
+    :param replicas: in ``kubernetes`` mode, the Deployment's vLLM pods (each ``server_resources.gpus`` GPUs, a
+        whole copy of the model): the Service spreads the evaluations' requests over the ready ones. The server
+        counts as ready, and the task succeeds, once one replica is; the others join as they get ready
     :param deferrable: in ``kubernetes`` mode, wait for the server in the triggerer
-        (:class:`~evaljobs.triggers.server.VLLMServerTrigger`) instead of holding a worker slot
+        (:class:`~evaljobs.triggers.server.VLLMServerTrigger`) instead of holding a worker slot; default:
+        ``[operators] default_deferrable``, as KubernetesPodOperator
     :param poll_interval: seconds between readiness checks in ``kubernetes`` mode
     :param evaluations: the task ids of the (unmapped) :class:`~evaljobs.operators.evaluate.WandbEvalOperator`
         tasks this server is for. In ``local`` mode, when the request cache holds every request they will make
@@ -94,7 +100,8 @@ class VLLMServeOperator(BaseOperator):
         wandb_conn_id: str = "wandb_default",
         execution_mode: str = "local",
         kubernetes: dict[str, Any] | None = None,
-        deferrable: bool = True,
+        replicas: int = 1,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 10.0,
         evaluations: Sequence[str] = (),
         **kwargs: Any,
@@ -105,7 +112,12 @@ class VLLMServeOperator(BaseOperator):
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be a positive number of seconds (got {poll_interval!r})")
         self.kubernetes = cluster_settings(execution_mode, kubernetes)
-        self.deferrable, self.poll_interval = deferrable, poll_interval
+        if not isinstance(replicas, int) or replicas < 1 or (replicas > 1 and not self.kubernetes):
+            raise ValueError(
+                f"replicas must be a whole number >= 1, above 1 in kubernetes mode only (got {replicas!r})"
+            )
+        self.deferrable, self.poll_interval, self.replicas = deferrable, poll_interval, replicas
+        self._cluster_server: Any = None
         self.server_resources = validated(Resources, server_resources or {})
         self.checkpoint, self.served_name, self.log_dir = checkpoint, served_name, log_dir
         self.execution_mode, self.wandb_conn_id = execution_mode, wandb_conn_id
@@ -193,7 +205,7 @@ class VLLMServeOperator(BaseOperator):
             fetch_env = secret_env(["WANDB_API_KEY"], self.kubernetes) + plain_env_vars(plain)
         name = server_name(context["dag_run"].dag_id, context["run_id"], self.task_id)
         served = self.served_name or source.display_name.rsplit("/", 1)[-1]
-        return shared_server(name, source, served, self.server_resources, self.kubernetes, fetch_env)
+        return shared_server(name, source, served, self.server_resources, self.kubernetes, fetch_env, self.replicas)
 
     def _serve_on_cluster(self, context: Any) -> dict[str, Any]:
         import time
@@ -207,9 +219,14 @@ class VLLMServeOperator(BaseOperator):
         apps, core = _clients(conn_id)
         if refs := secret_refs(server.deployment):
             check_secrets(refs, server.namespace, core)
+        self._cluster_server = server  # for on_kill
         try:
-            cluster.create(server, apps, core)
-            self.log.info("created vLLM deployment and service %s/%s", server.namespace, server.name)
+            if adopted := cluster.create(server, apps, core):  # an earlier try's (a lost worker): kept
+                self.log.info(
+                    "adopted the %s %s/%s of an earlier try", " and ".join(adopted), server.namespace, server.name
+                )
+            else:
+                self.log.info("created vLLM deployment and service %s/%s", server.namespace, server.name)
             if not self.deferrable:
                 cluster.wait_ready(server, apps, timeout, self.poll_interval)
         except BaseException:
@@ -241,6 +258,20 @@ class VLLMServeOperator(BaseOperator):
         if problems:
             raise cluster.ServerNotReadyError(f"{message}; deleting it failed: {'; '.join(problems)}")
         raise cluster.ServerNotReadyError(f"{message}; its deployment and service are deleted")
+
+    def on_kill(self) -> None:
+        """Delete the cluster server this try created or adopted (a local process is the teardown's to stop)."""
+        from evaljobs.kubernetes import server as cluster
+
+        if self._cluster_server is not None:
+            server, self._cluster_server = self._cluster_server, None
+            problems = cluster.delete(server.name, server.namespace, *_clients(self.kubernetes.kubernetes_conn_id))
+            self.log.info(
+                "deleted vLLM deployment and service %s/%s%s",
+                server.namespace,
+                server.name,
+                f" ({'; '.join(problems)})" if problems else "",
+            )
 
     @property
     def _timeout(self) -> float:
