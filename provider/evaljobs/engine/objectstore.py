@@ -59,7 +59,7 @@ SCHEMES = {
     "az": ("adlfs", "pip install adlfs"),
     "abfs": ("adlfs", "pip install adlfs"),
 }
-BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{2,62}$")
 PART = re.compile(r"^[\w.=+-]+$")
 MARKER = ".remote"  # in a pulled (or pushed) local bundle folder: the bundle key it holds
 CACHES = {"ci.json", "scores.json"}  # the statistics caches in a bundle folder: local, rebuilt when missing
@@ -224,6 +224,21 @@ class RemoteHome:
             write_bytes(Path(local), data)
         return data is not None
 
+    def cat_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The objects at ``keys``, read concurrently: key -> content. A key with no object (deleted since it was
+        listed) is left out; any other failure is an error, so that nothing is left out silently."""
+        if not keys:
+            return {}
+        paths = {self.path(k): k for k in keys}
+        try:
+            found = self.fs.cat(list(paths), on_error="return")
+        except OSError as exc:
+            raise self._failed("reading", keys[0], exc) from None
+        for path, value in found.items():
+            if isinstance(value, Exception) and not isinstance(value, FileNotFoundError):
+                raise self._failed("reading", paths.get(path, path), value)
+        return {paths.get(p, p): v for p, v in found.items() if not isinstance(v, Exception)}
+
     def listing(self, prefix: str) -> dict[str, str]:
         """The objects under ``prefix`` (a key folder): key -> ETag (what changes when an object is replaced)."""
         try:
@@ -274,10 +289,7 @@ class RemoteHome:
         from evaljobs.engine.results import ResultRow, ResultsStore, write_bytes, write_text
 
         keys = sorted(self.rows_listing(project) if listing is None else listing)
-        try:
-            bodies = self.fs.cat([self.path(k) for k in keys], on_error="omit") if keys else {}
-        except OSError as exc:
-            raise self._failed("reading", f"rows/{project}", exc) from None
+        bodies = self.cat_many(keys)
         rows = []
         for body in bodies.values():
             try:
@@ -289,12 +301,11 @@ class RemoteHome:
             folder = ResultsStore(self.local).bundle_dir(row.project, row.model, row.benchmark, row.settings_hash)
             marker = folder / MARKER
             if not (marker.is_file() and marker.read_text() == bundle):
-                wanted = [self.path(f"{bundle}/{name}") for name in files]
-                got = self.fs.cat(wanted, on_error="omit") if wanted else {}
-                if len(got) != len(wanted):
+                got = self.cat_many([f"{bundle}/{name}" for name in files])
+                if len(got) != len(files):
                     continue
-                for path, content in got.items():
-                    write_bytes(folder / path.rpartition("/")[2], content)
+                for key, content in got.items():
+                    write_bytes(folder / key.rpartition("/")[2], content)
                 write_text(marker, bundle)
             rows.append(ResultRow(**(values | {"bundle": str(folder)})))
         return sorted(rows, key=lambda r: r.recorded_at)
