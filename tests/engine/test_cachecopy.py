@@ -262,3 +262,17 @@ def test_a_disk_that_outlives_its_jobs_reads_each_segment_once(s3_bucket, tmp_pa
     assert (again.answers, again.segments, again.known) == (0, 0, 2)
     (tmp_path / "cache" / CACHE_DB).unlink()  # a cache deleted forgets what it had restored
     assert restore(url, tmp_path / "cache").answers == 6
+
+
+def test_a_store_that_cannot_be_read_does_not_stop_the_job(s3_bucket, tmp_path, monkeypatch):
+    from evaljobs.engine import cachecopy
+
+    def unreadable(url, cache_dir):
+        raise PermissionError("Access Denied")
+
+    monkeypatch.setattr(cachecopy, "restore", unreadable)
+    lines: list[str] = []
+    with copying(f"s3://{s3_bucket}/home", tmp_path / "c", "model", "job", 10, 3600, log=lines.append) as copy:
+        copy(*answers(1)[0])
+    assert lines[0].startswith("request cache: restoring from") and "PermissionError: Access Denied" in lines[0]
+    assert copy.copied == 1

@@ -208,7 +208,10 @@ class CacheCopy:
         import fsspec
 
         self._fs, self._root = fsspec.core.url_to_fs(self.url)
-        self._fs.makedirs(self._root, exist_ok=True)
+        try:
+            self._fs.makedirs(self._root, exist_ok=True)  # a local folder needs it; object stores have no folders
+        except OSError:
+            pass  # the first put says what is wrong, and the job goes on
         self._thread = threading.Thread(target=self._loop, name="evaljobs-cache-copy", daemon=True)
         self._thread.start()
         return self
@@ -293,6 +296,9 @@ class CacheCopy:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(60)
+            if self._thread.is_alive():  # a put that hangs (the store unreachable): the answers stay local
+                self.log(f"    request cache: copying to {self.url} hangs; {self.pending} answers not copied")
+                return
         if self._fs is not None:
             self.flush()
 
@@ -313,7 +319,11 @@ def copying(
         yield None
         return
     where = segments_url(url, model_key)
-    restored = restore(where, cache_dir)
+    try:
+        restored = restore(where, cache_dir)
+    except Exception as exc:  # the job can still run: it sends the requests the store would have answered
+        log(f"request cache: restoring from {where} failed ({type(exc).__name__}: {exc}); the local cache is used")
+        restored = Restored()
     if restored.segments or restored.ignored:
         ignored = f"; {len(restored.ignored)} not whole, ignored: {', '.join(restored.ignored)}"
         log(
