@@ -33,7 +33,7 @@ def api(tmp_path, monkeypatch):
         yield server
 
 
-def operator(endpoint, limit=3) -> WandbEvalPodOperator:
+def operator(endpoint, limit=3, deferrable=False) -> WandbEvalPodOperator:
     return WandbEvalPodOperator(
         task_id="evaluate",
         base_url=endpoint.base_url,
@@ -43,7 +43,7 @@ def operator(endpoint, limit=3) -> WandbEvalPodOperator:
         settings={"limit": limit, "max_tokens": 16},
         wandb_mode="disabled",
         publish_leaderboard=False,
-        deferrable=False,
+        deferrable=deferrable,
         kubernetes={"namespace": "evals"},
     )
 
@@ -67,6 +67,19 @@ def test_a_retry_reattaches_to_the_pod_its_first_try_left_running(api):
     assert second.pod.metadata.name == created.metadata.name == try2["ti"].pushed["pod_name"]
     assert second.pod.metadata.labels["try_number"] == "1"  # the first try's pod
     assert list(summary["scores"]) == ["gsm8k_local"] and api.objects == {}
+
+
+def test_a_deferrable_retry_of_a_pod_that_has_ended_returns_its_summary_without_deferring(api):
+    with LatencyEndpoint(0.01, 16) as endpoint:
+        first, try1 = operator(endpoint), context(1)
+        first.prepare_pod(try1)
+        first.name = first._set_name(first.name)
+        created = first.get_or_create_pod(first.build_pod_request_obj(try1), try1)  # ... then the worker is lost
+        run = api.runs[created.metadata.name]
+        assert run.done.wait(60) and run.exit_code == 0  # the evaluation ended; its XCom sidecar waits
+        summary = operator(endpoint, deferrable=True).execute(context(2))  # no TaskDeferred: nothing to wait for
+    assert list(summary["scores"]) == ["gsm8k_local"] and api.objects == {}
+    assert [(m, k) for m, k, _ in api.calls].count(("POST", "pods")) == 1
 
 
 def test_on_kill_deletes_the_pod_and_so_stops_the_evaluation(api):

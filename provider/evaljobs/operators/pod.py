@@ -56,12 +56,19 @@ class WandbEvalPodOperator(EvaluationOperator, KubernetesPodOperator):
     def execute(self, context: Any) -> Any:
         spec = self.prepare_pod(context)
         self.check_secrets()
-        return self.published(context, spec, super().execute(context))
+        self._reentered: Any = None
+        summary = super().execute(context)
+        if summary is None and self._reentered is not None:
+            # Deferrable, but the pod (a previous try's, reattached) had already ended: KubernetesPodOperator
+            # then runs trigger_reentry itself, without deferring, and drops what it returns.
+            return self._reentered
+        return self.published(context, spec, summary)
 
     def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
         """Resumed from KubernetesPodOperator's trigger (a fresh operator: the pod is found by the event's name)."""
         spec = self.parsed_spec(context)
-        return self.published(context, spec, super().trigger_reentry(context, event))
+        self._reentered = self.published(context, spec, super().trigger_reentry(context, event))
+        return self._reentered
 
     def prepare_pod(self, context: Any) -> Any:
         """Set the operator's pod attributes from the rendered job (no cluster needed), refusing what cannot
