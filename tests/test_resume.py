@@ -17,6 +17,8 @@ from pathlib import Path
 import yaml
 
 from evaljobs.engine.cachecopy import parse_segment
+from evaljobs.engine.job import answered_by_cache
+from evaljobs.engine.spec import JobSpec
 from tests.latency_endpoint import MODEL, LatencyEndpoint
 
 BENCHMARKS = ["arc_challenge_local", "gsm8k_local"]
@@ -138,7 +140,7 @@ def test_sigterm_flushes_every_answer_received(model_dir, s3_server, tmp_path):
         assert "answers restored from" in rerun
 
 
-def test_two_concurrent_jobs_of_one_model_share_the_store_without_clashing(model_dir, s3_server, tmp_path):
+def test_two_concurrent_jobs_of_one_model_share_the_store_without_clashing(model_dir, s3_server, tmp_path, monkeypatch):
     """Two runs of one job at once (the worst case: a zombie pod and its retry; other jobs differ in job id
     too), copying the same answers to one bucket: neither overwrites or deletes what the other needs."""
     with LatencyEndpoint(0.05, 64) as endpoint:
@@ -157,3 +159,14 @@ def test_two_concurrent_jobs_of_one_model_share_the_store_without_clashing(model
         assert sent_since(endpoint, 2 * LIMIT * 5) == 0
         assert f"request cache: {LIMIT * 5} answers restored from" in third
         assert scores(tmp_path / "third") == scores(tmp_path / "first") == scores(tmp_path / "second")
+
+    # The serve operator's cache check on a fresh disk, for the checkpoint served by the job itself: the store
+    # holds every request, so no server is needed.
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("EVALJOBS_HOME", str(tmp_path / "check"))
+    served = {"model": {"checkpoint": str(model_dir)}, "benchmarks": BENCHMARKS}
+    served |= {"settings": {"limit": LIMIT, "max_tokens": 16}, "job_id": "check"}
+    served |= {"destination": {"project": "resume", "results_home": f"s3://{bucket}/home", "wandb": "disabled"}}
+    lines: list[str] = []
+    assert answered_by_cache(JobSpec.parse(served), log=lines.append), lines
