@@ -325,3 +325,52 @@ def test_a_pod_gets_the_url_and_the_store_credentials_by_reference_only(s3_bucke
     assert destination["results_url"] == url and "results_home" not in destination
     everything = json.dumps(ApiClient().sanitize_for_serialization(pod), default=str)
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in everything and os.environ["AWS_ACCESS_KEY_ID"] not in everything
+
+
+DAG = """
+from airflow.sdk import dag
+from evaljobs.operators.evaluate import WandbEvalOperator
+
+@dag(dag_id="to_the_bucket", schedule=None)
+def to_the_bucket():
+    WandbEvalOperator(task_id="evaluate", server={server!r}, benchmarks=[{benchmark!r}], project={project!r},
+                      settings={{"limit": 10}}, wandb_mode="disabled", results_home={url!r},
+                      object_store_conn_id="results_store")
+
+to_the_bucket()
+"""
+
+
+def test_a_local_mode_task_takes_the_store_credentials_from_an_aws_connection(
+    airflow, s3_server, s3_bucket, model_dir, endpoint, tmp_path
+):
+    """`airflow dags test` of a WandbEvalOperator whose results home is s3://: the worker has no AWS variables;
+    the `aws` connection's (canary) credentials and endpoint reach the job, which writes its row to the bucket;
+    the credentials show in no object, output, XCom, rendered field or file."""
+    from tests.airflow_runner import canary_hits
+
+    canaries = {"access key": "AKIACANARY" + secrets.token_hex(6).upper(), "secret key": secrets.token_hex(20)}
+    airflow.env = {k: v for k, v in airflow.env.items() if not k.startswith("AWS_")}
+    conn = {
+        "conn_type": "aws",
+        "login": canaries["access key"],
+        "password": canaries["secret key"],
+        "extra": {"endpoint_url": s3_server.endpoint},
+    }
+    url = f"s3://{s3_bucket}/dag"
+    server = {"mode": "local", "base_url": endpoint.base_url, "model": MODEL, "checkpoint": str(model_dir)}
+    server |= dict.fromkeys(["artifact", "pid", "log", "name", "namespace", "conn_id"])
+    source = DAG.format(server=server, benchmark=BENCHMARK, project=PROJECT, url=url)
+    home = tmp_path / "worker-home"
+    ok, output = airflow.dags_test(
+        "to_the_bucket", source, EVALJOBS_HOME=str(home), AIRFLOW_CONN_RESULTS_STORE=json.dumps(conn)
+    )
+    assert ok, output[-5000:]
+
+    objects = s3_server.objects(s3_bucket)
+    [row] = rows_of(objects, "dag/").values()
+    assert (row["row"]["model"], row["row"]["score"], row["row"]["n_samples"]) == (MODEL, 0.3, 10)
+    stored = airflow.stored()
+    assert any(url in value for value in stored["xcom"])  # the summary names the URL as the results home
+    texts = {"output": output, **stored, "objects": [v.decode(errors="replace") for v in objects.values()]}
+    assert canary_hits(canaries, texts, airflow.home, home) == []
