@@ -28,6 +28,7 @@ SCRIPTS = [
     "prefix_caching",
     "cost_model",
     "rerun",
+    "shards",
 ]
 
 
