@@ -276,3 +276,23 @@ def test_a_store_that_cannot_be_read_does_not_stop_the_job(s3_bucket, tmp_path, 
         copy(*answers(1)[0])
     assert lines[0].startswith("request cache: restoring from") and "PermissionError: Access Denied" in lines[0]
     assert copy.copied == 1
+
+
+def test_a_failing_store_is_tried_again_after_t_seconds_not_at_every_answer(s3_server, s3_bucket):
+    url = segments_url(f"s3://{s3_bucket}/home", "model")
+    copy = CacheCopy(url, "job", every=2, seconds=0.5, log=lambda _: None).start()
+    put, calls = copy._fs.pipe_file, []
+
+    def refuse(*args, **kwargs):
+        calls.append(time.monotonic())
+        raise ConnectionError("the store is down")
+
+    copy._fs.pipe_file = refuse
+    for entry in answers(20):
+        copy(*entry)
+        time.sleep(0.01)
+    assert 1 <= len(calls) <= 2 and copy.pending == 20  # 20 answers, every=2: not 10 puts at a failing store
+    copy._fs.pipe_file = put
+    wait_for(lambda: copy.copied == 20, timeout=5)
+    copy.close()
+    assert segment_sizes(s3_server, s3_bucket) == [20]

@@ -221,7 +221,10 @@ class CacheCopy:
             self._wake.wait(self.seconds)
             self._wake.clear()
             if not self._stopping.is_set():
+                failures = self.failures
                 self.flush()
+                if self.failures > failures:  # not a put an answer while the store fails: T seconds first
+                    self._stopping.wait(self.seconds)
 
     def flush(self) -> int:
         """Copy every answer waiting now, as one segment; the answers copied (0 when the put failed)."""
@@ -278,17 +281,22 @@ class CacheCopy:
             return 0
         try:
             merged: dict[str, Any] = {}
-            for data in self._fs.cat(parts, on_error="omit").values():
-                merged |= dict(parse_segment(data) or []) if isinstance(data, bytes) else {}
+            read = []  # only the parts read whole are deleted: one that could not be read stays
+            for part, data in self._fs.cat(parts, on_error="omit").items():
+                if isinstance(data, bytes) and (pairs := parse_segment(data)) is not None:
+                    merged |= dict(pairs)
+                    read.append(part)
+            if len(read) < 2:
+                return 0
             whole = segment([(k, encode_answer(a)) for k, a in merged.items()])
             path = f"{self._root}/{self.job_id}.{self.attempt}.merged.jsonl"
             self._fs.pipe_file(path, whole, mode="create")
-            self._fs.rm(parts)
+            self._fs.rm(read)
         except Exception as exc:
             self.log(f"    request cache: merging its {len(parts)} segments failed ({type(exc).__name__}: {exc})")
             return 0
-        self.segments = [path]
-        return len(parts)
+        self.segments = [path, *(p for p in parts if p not in read)]
+        return len(read)
 
     def close(self) -> None:
         """Stop the thread and copy what is left (at the job's end, on its failure and on SIGTERM)."""
