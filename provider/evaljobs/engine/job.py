@@ -177,8 +177,6 @@ def _run_checked(
             finished = [r for r in finished if r.shard is None]
             for run in finished:
                 row = _record(store, spec, checked, run, counted, context)
-                if spec.destination.results_url:  # the store is the record: the row and its bundle go there now
-                    objectstore.RemoteHome(spec.destination.results_url, home).push_result(row)
                 rows.append(row)
                 log(f"    {run.benchmark.name}: {run.benchmark.metric} = {run.score:.4f} on {run.n_samples} examples")
                 if target.mode != "disabled":
@@ -488,7 +486,7 @@ def _record(
         "harness": run.harness,
     }
     write_json(bundle / "metrics.json", json.loads(json.dumps(metrics, default=str)))
-    return store.record(
+    row = store.record(
         ResultRow(
             project=project,
             model=model,
@@ -506,3 +504,6 @@ def _record(
             subscores=run.subscores,
         )
     )
+    if spec.destination.results_url:  # the store is the record: the row and its bundle go there at once
+        objectstore.RemoteHome(spec.destination.results_url, store.home).push_result(row)
+    return row
