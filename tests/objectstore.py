@@ -132,9 +132,26 @@ def _ready(server: S3Server) -> bool:
     return True
 
 
+ATTEMPTS = 3  # a port picked free can be taken by another process before SeaweedFS binds it: try new ones
+
+
 @contextlib.contextmanager
 def start(data_dir: Path, access_key: str = "", secret_key: str = "") -> Iterator[S3Server]:
     """Run SeaweedFS with its S3 gateway on free loopback ports until the block ends; its data under ``data_dir``."""
+    started = time.monotonic()
+    for attempt in range(1, ATTEMPTS + 1):
+        server, process = _launch(data_dir / f"run-{attempt}", access_key, secret_key)
+        try:
+            ready = _wait(server, process, started + READY_DEADLINE_S, last=attempt == ATTEMPTS)
+            if ready:
+                server.started_in_s = time.monotonic() - started
+                yield server
+                return
+        finally:
+            _stop(process)
+
+
+def _launch(data_dir: Path, access_key: str, secret_key: str) -> tuple[S3Server, subprocess.Popen]:
     master, volume, filer, s3, webdav, admin = _free_ports(6)
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "weed.log"
@@ -161,23 +178,24 @@ def start(data_dir: Path, access_key: str = "", secret_key: str = "") -> Iterato
         secret_key=secret_key or "evaljobs-test-secret",
         log=log,
     )
-    started = time.monotonic()
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = started + READY_DEADLINE_S
-        while not _ready(server):
-            if process.poll() is not None:
-                raise RuntimeError(f"SeaweedFS exited with {process.returncode} before it was ready; see {log}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"SeaweedFS's S3 gateway was not ready in {READY_DEADLINE_S:.0f} s; see {log}")
-            time.sleep(0.25)
-        # The gateway answers before the filer has a volume to write to: the first put proves it can store.
-        _first_write(server, deadline)
-        server.started_in_s = time.monotonic() - started
-        yield server
-    finally:
-        _stop(process)
+    return server, process
+
+
+def _wait(server: S3Server, process: subprocess.Popen, deadline: float, last: bool) -> bool:
+    """Whether the server came up; False when it exited early (a port was taken) and another attempt remains."""
+    while not _ready(server):
+        if process.poll() is not None:
+            if not last:
+                return False
+            raise RuntimeError(f"SeaweedFS exited with {process.returncode} before it was ready; see {server.log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"SeaweedFS's S3 gateway was not ready in {READY_DEADLINE_S:.0f} s; see {server.log}")
+        time.sleep(0.25)
+    # The gateway answers before the filer has a volume to write to: the first put proves it can store.
+    _first_write(server, deadline)
+    return True
 
 
 def _first_write(server: S3Server, deadline: float) -> None:
