@@ -357,7 +357,8 @@ class Judge(_Strict):
 
 
 class Destination(_Strict):
-    """Where results land: a project (W&B ``entity/project`` or a plain name), a local results home, and W&B.
+    """Where results land: a project (W&B ``entity/project`` or a plain name), a results home (a folder, or object
+    storage: ``s3://bucket/prefix``, see :mod:`evaljobs.engine.objectstore`), and W&B.
 
     ``wandb``: ``auto`` logs online when a W&B API key is given (the ``WANDB_API_KEY`` secret) and offline
     runs under the results home otherwise (``wandb sync`` uploads them later); ``disabled`` logs nothing."""
