@@ -50,6 +50,8 @@ def test_create_once_listings_and_reads(s3_bucket):
 def test_a_missing_bucket_is_an_error_naming_the_credentials(s3_server, s3_bucket):
     with pytest.raises(StorageError, match="no-such-bucket-x.*AWS_ACCESS_KEY_ID"):
         RemoteHome("s3://no-such-bucket-x/p").put("k", b"v")
+    with pytest.raises(StorageError, match="listing s3://no-such-bucket-x/p/rows/proj failed.*bucket"):
+        objectstore.project_rows("s3://no-such-bucket-x/p", "proj")
 
 
 def test_a_missing_implementation_names_the_extra(monkeypatch):

@@ -244,9 +244,7 @@ class RemoteHome:
         try:
             self.fs.invalidate_cache()
             found = self.fs.find(self.path(prefix), detail=True)
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
+        except OSError as exc:  # an empty prefix lists nothing; a missing bucket is an error
             raise self._failed("listing", prefix, exc) from None
         return {_rel(self.root, p): _etag(info) for p, info in found.items() if info.get("type", "file") == "file"}
 
