@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     merge = commands.add_parser("merge", help="merge a sharded benchmark's parts into one result, then publish")
-    merge.add_argument("folders", nargs="+", type=Path, help="the parts' folder(s) the shard jobs printed")
+    merge.add_argument("folders", nargs="+", help="the parts' folder(s) or s3:// URL(s) the shard jobs printed")
     _publish_args(merge, "as the shard jobs' spec says")
     merge.set_defaults(handler=_merge)
 

@@ -167,3 +167,29 @@ def test_a_sharded_job_without_its_shard_is_refused_before_any_request(model_dir
         with pytest.raises(SpecError, match=r"settings.shard: a job with settings.shards = 2 evaluates one shard"):
             run_job(job)
         assert endpoint.stats()["requests"] == 0
+
+
+def test_shards_on_two_machines_merged_on_a_third_through_s3(s3_server, s3_bucket, model_dir, tmp_path, monkeypatch):
+    """An object-store results home: each shard job (its own disk) puts its part in the bucket and prints the
+    part's URL; `evaljobs merge URL` on a fresh disk pulls the parts, records the row there and publishes."""
+    url = f"s3://{s3_bucket}/evals"
+    with LatencyEndpoint(0.005, 16) as endpoint:
+        single = run_job(spec(model_dir, tmp_path / "local", "s3", endpoint.base_url, benchmarks=BENCHMARKS[:1]))
+        folders = set()
+        for k in range(SHARDS):
+            monkeypatch.setenv("EVALJOBS_HOME", str(tmp_path / f"machine-{k}"))
+            part = run_job(spec(model_dir, url, "s3", endpoint.base_url, k, benchmarks=BENCHMARKS[:1]))
+            folders |= set(part.summary()["shard_parts"].values())
+    [folder] = folders
+    assert folder.startswith(f"{url}/shards/s3/")
+    names = sorted(k.rsplit("/", 1)[1] for k in s3_server.objects(s3_bucket) if "/shards/" in k)
+    assert names == ["0.json", "0.samples.jsonl", "0.values.jsonl", "1.json", "1.samples.jsonl", "1.values.jsonl"]
+    monkeypatch.setenv("EVALJOBS_HOME", str(tmp_path / "merger"))
+    assert cli.main(["merge", folder]) == 0
+    objects = s3_server.objects(s3_bucket)
+    [row_key] = [k for k in objects if k.startswith("evals/rows/s3/")]
+    assert json.loads(objects[row_key])["row"]["score"] == single.rows[0].score
+    board = json.loads(objects["evals/leaderboards/s3.json"])
+    assert [r["scores"] for r in board["rows"]] == [{BENCHMARKS[0]: single.rows[0].score}]
+    [merged] = ResultsStore(tmp_path / "merger" / "remote" / "s3" / s3_bucket / "evals").rows("s3")
+    same_result(merged, single.rows[0])

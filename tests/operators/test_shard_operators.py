@@ -8,7 +8,7 @@ import pytest
 
 from evaljobs.engine.errors import SpecError
 from evaljobs.operators.evaluate import SHARD_INDEX_TEMPLATE, WandbEvalOperator
-from evaljobs.operators.merge import part_folders
+from evaljobs.operators.merge import part_folders, shared_parts_home
 
 SOURCE = {"checkpoint": "/models/m", "benchmarks": "arc_challenge_local"}
 CLUSTER = {"image": "evaljobs/worker:1", "namespace": "evals"}
@@ -32,13 +32,14 @@ def test_mapped_shards_are_named_by_their_shard():
 
 def test_a_sharded_kubernetes_evaluation_without_a_shared_results_home_is_refused_at_parse_time():
     args = {"task_id": "e", "execution_mode": "kubernetes", "shards": 2, **SOURCE}
-    with pytest.raises(ValueError, match=r"shards: the 2 shard pods write their parts .* kubernetes.results_volume_claim"):
+    with pytest.raises(ValueError, match=r"shards: the 2 shard pods write their parts to the results home"):
         WandbEvalOperator.partial(kubernetes=CLUSTER, **args)
     with pytest.raises(ValueError, match=r"without kubernetes.results_volume_claim it is each pod's own emptyDir"):
         WandbEvalOperator(kubernetes=CLUSTER, shard=0, **args)
     shared = CLUSTER | {"results_volume_claim": "evaljobs-results"}
     assert WandbEvalOperator(kubernetes=shared, shard=1, **args).shard == 1
     WandbEvalOperator.partial(kubernetes=shared, **args)
+    shared_parts_home(2, CLUSTER, "s3://evals/team")  # object storage is shared too
 
 
 def test_part_folders_from_shard_summaries_once_each():

@@ -122,8 +122,9 @@ def parts_dir(home: Path, project: str, model: str, benchmark: str, settings: Se
     return home / "shards" / slug(project) / slug(model) / slug(benchmark) / name
 
 
-def write_part(spec: JobSpec, model: str, artifact: str | None, run: Any, counted: dict, context: dict) -> Path:
-    """Write a shard job's part of ``run``'s benchmark; return its folder (what :func:`merge` reads)."""
+def write_part(spec: JobSpec, model: str, artifact: str | None, run: Any, counted: dict, context: dict) -> str:
+    """Write a shard job's part of ``run``'s benchmark; return its folder (what :func:`merge` reads): in the
+    results home, or on its object store (``s3://.../shards/...``), where the three files are put too."""
     shard = run.shard
     home, project = spec.destination.results_home, spec.destination.project
     folder = parts_dir(home, project, model, run.benchmark.name, spec.settings)
@@ -145,7 +146,30 @@ def write_part(spec: JobSpec, model: str, artifact: str | None, run: Any, counte
         "spec": spec.model_dump(mode="json"),
     }
     write_json(folder / f"{shard.index}.json", json.loads(json.dumps(header, default=str)))
-    return folder
+    if url := spec.destination.results_url:
+        from evaljobs.engine.objectstore import RemoteHome
+
+        remote, key = RemoteHome(url, home), folder.relative_to(home).as_posix()
+        for name in (f"{shard.index}.samples.jsonl", f"{shard.index}.values.jsonl", f"{shard.index}.json"):
+            remote.put_file(f"{key}/{name}", folder / name)  # the header last: its presence means complete
+        return f"{url}/{key}"
+    return str(folder)
+
+
+def pulled(folder: str | Path) -> Path:
+    """The local folder of the parts at ``folder``: itself, or for an object-store folder
+    (``<results URL>/shards/...``) its local copy, with the parts pulled from the store."""
+    from evaljobs.engine import objectstore
+
+    if not objectstore.is_url(str(folder)):
+        return Path(folder).expanduser()
+    home, found, rest = str(folder).rstrip("/").partition("/shards/")
+    if not found:
+        raise ShardError(f"{folder} is not a shard parts folder (<results URL>/shards/<project>/...)")
+    remote = objectstore.RemoteHome(home)
+    for key in remote.listing(f"shards/{rest}"):
+        remote.get_file(key, Path(remote.local or "") / key)
+    return Path(remote.local or "") / "shards" / rest
 
 
 def read_parts(folder: Path) -> list[dict[str, Any]]:
@@ -187,11 +211,14 @@ def merge(
     from evaljobs.engine.harness import RecordsFile, _collect, _leaf_tasks
     from evaljobs.engine.results import ResultsStore
 
-    folder = Path(folder).expanduser()
+    folder = pulled(folder)
     headers = read_parts(folder)
     first = headers[0]
     data = first["spec"]
     data["settings"] = data["settings"] | {"shard": None}
+    if url := data["destination"].get("results_url"):  # this machine's local copy of the store
+        data["destination"] = {k: v for k, v in data["destination"].items() if k != "results_url"}
+        data["destination"]["results_home"] = url
     data["job_id"] = f"{data['job_id'][:55]}-merged"
     if publish is not None:
         data["destination"] = data["destination"] | {"publish_leaderboard": publish}
@@ -221,7 +248,8 @@ def merge(
                 Path(row.bundle), home, target, model_artifact=first["artifact"]
             )
             log(f"    W&B run {tracked.id}: {tracked.url or tracking.sync_command(tracked)}")
-        board, report = job.publish(project, home, target, log, write=spec.destination.publish_leaderboard)
+        published = job.published_home(spec)
+        board, report = job.publish(project, published, target, log, write=spec.destination.publish_leaderboard)
     return job.JobResult(spec, [row], board, runs, report)
 
 

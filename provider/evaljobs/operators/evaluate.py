@@ -119,7 +119,7 @@ class EvaluationOperator(BaseOperator):
         """Mapped evaluations are named by their benchmark(s) in the UI unless ``map_index_template`` says else."""
         from evaljobs.operators.merge import shared_parts_home
 
-        shared_parts_home(kwargs.get("shards"), kwargs.get("kubernetes"))  # at parse time, not when pods start
+        shared_parts_home(kwargs.get("shards"), kwargs.get("kubernetes"), kwargs.get("results_home"))  # parse time
         kwargs.setdefault("map_index_template", SHARD_INDEX_TEMPLATE if kwargs.get("shards") else MAP_INDEX_TEMPLATE)
         if kwargs.get("publish_leaderboard", True) is not False:
             kwargs = with_leaderboard_outlet(kwargs)

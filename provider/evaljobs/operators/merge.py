@@ -24,7 +24,8 @@ class ShardMergeOperator(BaseOperator):
         merged = ShardMergeOperator(task_id="merge", parts=shards.expand(shard=list(range(4))).output)
 
     A failed shard's retry re-runs that shard alone (from the request cache); the merge refuses, naming them,
-    while shards are missing. The shards and the merge must share the results home.
+    while shards are missing. The shards and the merge must share the results home: one machine's folder, a
+    PVC, or object storage (``s3://...``: the parts are put there, and the merge pulls them on any machine).
 
     :param parts: the shard tasks' summaries (their XCom: ``.output`` of the mapped task), or the parts'
         folders that ``evaljobs run`` printed
@@ -95,15 +96,18 @@ def part_folders(parts: Any) -> list[str]:
     return list(dict.fromkeys(folders))
 
 
-def shared_parts_home(shards: Any, kubernetes: Any) -> None:
+def shared_parts_home(shards: Any, kubernetes: Any, results_home: Any = None) -> None:
     """Refuse, before any pod is submitted, a sharded evaluation whose pods would keep their parts in their own
-    (pod-local) results home: the merge could never read them."""
-    if not isinstance(shards, int) or shards <= 1 or kubernetes is None:
+    (pod-local) results home: the merge could never read them. A PVC or an object-store home is shared."""
+    from evaljobs.engine.objectstore import is_url
+
+    if not isinstance(shards, int) or shards <= 1 or kubernetes is None or is_url(results_home):
         return
     get = kubernetes.get if isinstance(kubernetes, dict) else lambda key: getattr(kubernetes, key, None)
     if not get("results_volume_claim"):
         raise ValueError(
             f"shards: the {shards} shard pods write their parts to the results home, which the merge reads; "
             "without kubernetes.results_volume_claim it is each pod's own emptyDir, lost with the pod. Set "
-            "kubernetes.results_volume_claim to a PVC every pod can mount (ReadWriteMany)"
+            "kubernetes.results_volume_claim to a PVC every pod can mount (ReadWriteMany), or give an object-store "
+            "results home (s3://bucket/prefix)"
         )

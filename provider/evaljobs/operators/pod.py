@@ -51,7 +51,7 @@ class WandbEvalPodOperator(EvaluationOperator, KubernetesPodOperator):
         lifecycle = LIFECYCLE | {"kubernetes_conn_id": settings.kubernetes_conn_id, "namespace": settings.namespace}
         super().__init__(**(lifecycle | kwargs))
         self.kubernetes = settings
-        shared_parts_home(self.shards, settings)  # a sharded pod's part must outlive it: refused before any pod
+        shared_parts_home(self.shards, settings, self.results_home)  # a shard's part must outlive its pod
 
     def execute(self, context: Any) -> Any:
         spec = self.prepare_pod(context)
