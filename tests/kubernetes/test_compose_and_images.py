@@ -126,15 +126,16 @@ def test_the_worker_images_default_command_runs():
     assert re.search(r"^gsm8k\s", out.stdout, re.MULTILINE)
 
 
-def test_the_worker_image_carries_the_engine_extra_and_the_core_without_airflow():
-    """Every requirement of the ``engine`` extra and of the core (Airflow's own aside) is pinned in the image's
-    requirements; torch and transformers come with vLLM's base image."""
+def test_the_worker_image_carries_the_engine_extras_and_the_core_without_airflow():
+    """Every requirement of the ``engine`` and ``s3`` extras and of the core (Airflow's own aside) is pinned in
+    the image's requirements; torch and transformers come with vLLM's base image."""
     import tomllib
 
     from packaging.requirements import Requirement
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = [Requirement(r).name for r in project["dependencies"] + project["optional-dependencies"]["engine"]]
+    extras = project["optional-dependencies"]
+    wanted = [Requirement(r).name for r in project["dependencies"] + extras["engine"] + extras["s3"]]
     pinned = {
         Requirement(line).name.lower().replace("_", "-")
         for line in (REPO / "images" / "worker" / "requirements.txt").read_text().splitlines()
