@@ -193,3 +193,20 @@ def test_shards_on_two_machines_merged_on_a_third_through_s3(s3_server, s3_bucke
     assert [r["scores"] for r in board["rows"]] == [{BENCHMARKS[0]: single.rows[0].score}]
     [merged] = ResultsStore(tmp_path / "merger" / "remote" / "s3" / s3_bucket / "evals").rows("s3")
     same_result(merged, single.rows[0])
+
+
+def test_a_shard_retried_alone_sends_nothing_new_and_leaves_the_others(model_dir, tmp_path):
+    """A shard's retry (the same rows: the same requests) is answered by its request cache; the other shard's
+    part is not touched, and the merge is the same."""
+    home, one = tmp_path / "home", ["arc_challenge_local"]
+    with LatencyEndpoint(0.005, 16) as endpoint:
+        first = [run_job(spec(model_dir, home, "retry", endpoint.base_url, k, benchmarks=one)) for k in range(SHARDS)]
+        folder = Path(first[0].summary()["shard_parts"][one[0]])
+        untouched = {p.name: p.stat().st_mtime_ns for p in folder.glob("0.*")}
+        sent = endpoint.stats()["requests"]
+        (metrics, records) = bundle(merge(folder, log=lambda _: None).rows[0])
+        run_job(spec(model_dir, home, "retry", endpoint.base_url, 1, benchmarks=one))
+        assert endpoint.stats()["requests"] == sent
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("0.*")} == untouched
+    (again, again_records) = bundle(merge(folder, log=lambda _: None).rows[0])
+    assert again_records == records and (again["metrics"], again["ci"]) == (metrics["metrics"], metrics["ci"])

@@ -46,3 +46,25 @@ def test_part_folders_from_shard_summaries_once_each():
     summaries = [{"shard_parts": {"a": "/h/a", "b": "/h/b"}}, {"shard_parts": {"a": "/h/a", "b": "/h/b"}}]
     assert part_folders(summaries) == ["/h/a", "/h/b"]
     assert part_folders("/h/c") == ["/h/c"] and part_folders([*summaries, "/h/c"]) == ["/h/a", "/h/b", "/h/c"]
+
+
+def test_a_shard_pod_is_named_and_labelled_by_its_shard():
+    from evaljobs.engine.spec import JobSpec
+    from evaljobs.kubernetes.pods import SHARD_LABEL, evaluation_pod
+    from evaljobs.kubernetes.settings import KubernetesSettings
+
+    def pod(settings: dict) -> dict:
+        spec = JobSpec.parse(
+            {
+                "model": {"base_url": "https://llm.example.com/v1", "model": "m", "api": "completions"},
+                "benchmarks": ["arc_challenge_local"],
+                "settings": settings,
+                "job_id": "run-1",
+            }
+        )
+        return evaluation_pod(spec, KubernetesSettings(results_volume_claim="evaljobs-results"))
+
+    shard = pod({"shards": 4, "shard": 2})
+    assert shard["name"] == "evaljobs-arc-challenge-local-2-of-4" and shard["labels"][SHARD_LABEL] == "2-of-4"
+    single = pod({})
+    assert single["name"] == "evaljobs-arc-challenge-local" and SHARD_LABEL not in single["labels"]
