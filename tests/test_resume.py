@@ -25,7 +25,6 @@ BENCHMARKS = ["arc_challenge_local", "gsm8k_local"]
 LIMIT = 30  # 30 generations + 30 x 4 log-likelihoods: 150 requests
 CONCURRENCY = 4
 EVERY = 10  # cache_copy_answers; cache_copy_seconds is an hour, so only the count triggers a copy
-REPO = Path(__file__).resolve().parents[1]
 
 
 def job(
@@ -90,9 +89,7 @@ def sent_since(endpoint: LatencyEndpoint, before: int) -> int:
     return endpoint.stats()["requests"] - before
 
 
-def test_a_sigkilled_job_rerun_on_a_fresh_disk_sends_only_what_the_store_lacks(
-    model_dir, s3_server, tmp_path, monkeypatch
-):
+def test_a_sigkilled_job_rerun_on_a_fresh_disk_sends_only_what_the_store_lacks(model_dir, s3_server, tmp_path):
     with LatencyEndpoint(0.2, 64) as endpoint:
         # The uninterrupted run: how many requests the job makes, and its scores.
         first_bucket = s3_server.bucket()
