@@ -296,3 +296,9 @@ def test_a_failing_store_is_tried_again_after_t_seconds_not_at_every_answer(s3_s
     wait_for(lambda: copy.copied == 20, timeout=5)
     copy.close()
     assert segment_sizes(s3_server, s3_bucket) == [20]
+
+
+def test_the_copy_settings_do_not_change_the_settings_hash():
+    from evaljobs.engine.spec import Settings
+
+    assert Settings(cache_copy_answers=1, cache_copy_seconds=0.5).score_hash() == Settings().score_hash()
