@@ -68,3 +68,36 @@ def test_a_shard_pod_is_named_and_labelled_by_its_shard():
     assert shard["name"] == "evaljobs-arc-challenge-local-2-of-4" and shard["labels"][SHARD_LABEL] == "2-of-4"
     single = pod({})
     assert single["name"] == "evaljobs-arc-challenge-local" and SHARD_LABEL not in single["labels"]
+
+
+def test_the_merge_as_a_pod_mounts_the_shards_results_home_and_runs_evaljobs_merge():
+    """``execution_mode="kubernetes"``: the worker image runs `evaljobs merge` on the parts the shard pods wrote
+    (their PVC at the same path), its summary to KubernetesPodOperator's XCom file; the manifest validates."""
+    from kubernetes.client import ApiClient
+
+    from evaljobs.kubernetes.pods import RESULTS_DIR, XCOM_FILE
+    from evaljobs.operators.merge import ShardMergeOperator, ShardMergePodOperator
+    from tests.kubernetes.manifests import validated
+
+    cluster = CLUSTER | {"results_volume_claim": "evaljobs-results", "secrets": {"WANDB_API_KEY": "wandb"}}
+    part = f"{RESULTS_DIR}/shards/p/m/arc_challenge_local/abc-of-2"
+    merge = ShardMergeOperator(
+        task_id="merge",
+        parts=[{"shard_parts": {"arc_challenge_local": part}}] * 2,
+        execution_mode="kubernetes",
+        kubernetes=cluster,
+        wandb_mode="disabled",
+    )
+    assert isinstance(merge, ShardMergePodOperator)
+    merge.prepare_pod()
+    manifest = validated(ApiClient().sanitize_for_serialization(merge.build_pod_request_obj(dry_run=True)))
+    [container] = manifest["spec"]["containers"][:1]
+    assert container["command"][-5:] == ["merge", part, "--publish-leaderboard", "--summary-out", XCOM_FILE]
+    assert container["image"] == CLUSTER["image"] and manifest["metadata"]["namespace"] == "evals"
+    [volume] = [v for v in manifest["spec"]["volumes"] if v["name"] == "results"]
+    assert volume["persistentVolumeClaim"]["claimName"] == "evaljobs-results"
+    assert {"name": "EVALJOBS_HOME", "value": RESULTS_DIR} in container["env"]
+
+    local = ShardMergeOperator(task_id="m", parts=[part], execution_mode="kubernetes", kubernetes=CLUSTER)
+    with pytest.raises(Exception, match=r"kubernetes.results_volume_claim: the parts are in the shard pods'"):
+        local.prepare_pod()

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.exceptions import AirflowException
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import BaseOperator
 
 from evaljobs.assets import emit_leaderboard_event, with_leaderboard_outlet
@@ -33,20 +34,31 @@ class ShardMergeOperator(BaseOperator):
     :param wandb_conn_id: the ``wandb`` connection; without it the merged runs are logged offline
     :param wandb_mode: how the shard jobs logged (``auto``, ``online``, ``offline``, ``disabled``): which W&B
         credentials the merge is given
+    :param execution_mode: ``local`` (a child process on the worker, which needs the ``[engine]`` extra) or
+        ``kubernetes``: the merge runs as a pod of the worker image (:class:`ShardMergePodOperator`), given
+        ``kubernetes`` (the shard pods' settings: the same ``results_volume_claim``, or an object-store home)
     """
 
     template_fields: Sequence[str] = ("parts", "publish_leaderboard", "wandb_mode")
     operator_extra_links = (LeaderboardLink(),)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("execution_mode") == "kubernetes":
+            return ShardMergePodOperator(*args, **{k: v for k, v in kwargs.items() if k != "execution_mode"})
+        return super().__new__(cls)
+
     def __init__(
         self,
         *,
         parts: Any,
+        execution_mode: str = "local",
         publish_leaderboard: bool = True,
         wandb_conn_id: str = "wandb_default",
         wandb_mode: str = "auto",
         **kwargs: Any,
     ) -> None:
+        if execution_mode != "local":
+            raise ValueError(f"execution_mode must be 'local' or 'kubernetes' (got {execution_mode!r})")
         super().__init__(**(with_leaderboard_outlet(kwargs) if publish_leaderboard is not False else kwargs))
         self.parts, self.publish_leaderboard = parts, publish_leaderboard
         self.wandb_conn_id, self.wandb_mode = wandb_conn_id, wandb_mode
@@ -81,6 +93,77 @@ class ShardMergeOperator(BaseOperator):
     def on_kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
+
+
+class ShardMergePodOperator(KubernetesPodOperator):
+    """The merge as a pod (``evaljobs merge`` in the worker image, the results PVC mounted where the shard pods
+    mount it), with KubernetesPodOperator's lifecycle; its XCom is the merged summaries. The W&B key and the
+    object store's AWS variables reach it as Kubernetes Secret references (``kubernetes.secrets``) only."""
+
+    template_fields: Sequence[str] = ("parts", "publish_leaderboard", "wandb_mode")
+
+    def __init__(
+        self,
+        *,
+        parts: Any,
+        kubernetes: dict[str, Any] | None = None,
+        publish_leaderboard: bool = True,
+        wandb_conn_id: str = "wandb_default",
+        wandb_mode: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        from evaljobs.operators.pod import LIFECYCLE
+        from evaljobs.operators.serve import cluster_settings
+
+        settings = cluster_settings("kubernetes", kubernetes)
+        lifecycle = LIFECYCLE | {"kubernetes_conn_id": settings.kubernetes_conn_id, "namespace": settings.namespace}
+        kwargs = with_leaderboard_outlet(kwargs) if publish_leaderboard is not False else kwargs
+        super().__init__(**(lifecycle | {"name": "evaljobs-merge", "image": settings.image} | kwargs))
+        self.parts, self.publish_leaderboard, self.kubernetes = parts, publish_leaderboard, settings
+        self.wandb_conn_id, self.wandb_mode = wandb_conn_id, wandb_mode
+
+    def execute(self, context: Any) -> Any:
+        self.prepare_pod()
+        return super().execute(context)
+
+    def prepare_pod(self) -> None:
+        """The pod's command, volumes and environment from the rendered ``parts`` (no cluster needed)."""
+        from kubernetes.client import V1VolumeMount
+
+        from evaljobs.engine.objectstore import is_url
+        from evaljobs.hooks.wandb import WandbHook
+        from evaljobs.kubernetes.pods import (
+            OBJECT_STORE_SECRETS,
+            RESULTS_DIR,
+            XCOM_FILE,
+            _results_volume,
+            plain_env_vars,
+            wandb_env,
+        )
+        from evaljobs.kubernetes.secrets import secret_env
+        from evaljobs.kubernetes.vllm import POD_PYTHON
+
+        folders = part_folders(self.parts)
+        if not folders:
+            raise AirflowException("parts: no shard part to merge (give the shard tasks' .output or part folders)")
+        if not self.kubernetes.results_volume_claim and not all(is_url(f) for f in folders):
+            raise AirflowException(
+                "kubernetes.results_volume_claim: the parts are in the shard pods' results home; mount the same PVC"
+            )
+        publish = str(self.publish_leaderboard).lower() not in ("false", "0", "none", "")
+        flag = "--publish-leaderboard" if publish else "--no-publish-leaderboard"
+        self.cmds = [POD_PYTHON, "-m", "evaljobs.cli", "merge", *folders, flag, "--summary-out", XCOM_FILE]
+        plain, names = {}, []
+        if self.wandb_mode != "disabled":
+            plain, names = wandb_env(WandbHook(self.wandb_conn_id).target(self.wandb_mode))
+        names += [n for n in OBJECT_STORE_SECRETS if self.kubernetes.secret_ref(n)]
+        env = plain_env_vars({"EVALJOBS_HOME": RESULTS_DIR, "PYTHONUNBUFFERED": "1"} | plain)
+        self.env_vars = [*env, *secret_env(names, self.kubernetes)]
+        self.volumes = [_results_volume(self.kubernetes)]
+        self.volume_mounts = [V1VolumeMount(name="results", mount_path=RESULTS_DIR)]
+        self.labels = {"app.kubernetes.io/name": "evaljobs", "evaljobs.io/merge": "true"}
+        self.service_account_name = self.kubernetes.service_account
+        self.pod_request_obj = None
 
 
 def part_folders(parts: Any) -> list[str]:
