@@ -28,6 +28,7 @@ def get_provider_info() -> dict:
                     "evaljobs.operators.serve",
                     "evaljobs.operators.publish",
                     "evaljobs.operators.compare",
+                    "evaljobs.operators.merge",
                 ],
             },
         ],
