@@ -80,7 +80,7 @@ def evaljobs_kubernetes():
         wandb_mode="online",
         publish_leaderboard=False,  # the pods run at once: the leaderboard is published once, below
         kubernetes=CLUSTER,
-        retries=2,  # GPU nodes are preempted: a lost pod's task gets a new pod
+        # On preemptible GPU nodes add retries=2 (or default_args): a lost pod's task then gets a new pod.
     ).expand(benchmarks=selected())
 
     publish = LeaderboardPublishOperator(
