@@ -327,6 +327,31 @@ def test_a_pod_gets_the_url_and_the_store_credentials_by_reference_only(s3_bucke
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in everything and os.environ["AWS_ACCESS_KEY_ID"] not in everything
 
 
+def test_the_pod_operator_takes_an_object_store_home_and_refuses_a_worker_path(s3_bucket):
+    """``results_home="s3://..."`` on the pod operator reaches the submitted pod's job spec; a worker path is
+    refused when the DAG is parsed, naming both fixes."""
+    from evaljobs.operators.evaluate import WandbEvalOperator
+    from tests.kubernetes.manifests import job_spec_of, pod_manifest
+
+    url = f"s3://{s3_bucket}/cluster"
+    refs = {"AWS_ACCESS_KEY_ID": "store-credentials/id", "AWS_SECRET_ACCESS_KEY": "store-credentials/secret"}
+    common = {
+        "task_id": "evaluate",
+        "base_url": "https://api.example.com/v1",
+        "model": "hosted-model",
+        "benchmarks": BENCHMARK,
+        "wandb_mode": "disabled",
+        "execution_mode": "kubernetes",
+        "kubernetes": {"secrets": refs},
+    }
+    manifest = pod_manifest(WandbEvalOperator(**common, results_home=url))
+    assert job_spec_of(manifest)["destination"]["results_url"] == url
+    env = {e["name"]: e for e in manifest["spec"]["containers"][0]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "store-credentials", "key": "secret"}
+    with pytest.raises(ValueError, match=r"results_home '/tmp/r' is a path on the Airflow worker.*s3://bucket/prefix"):
+        WandbEvalOperator(**common, results_home="/tmp/r")
+
+
 DAG = """
 from airflow.sdk import dag
 from evaljobs.operators.evaluate import WandbEvalOperator

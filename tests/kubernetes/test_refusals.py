@@ -79,7 +79,7 @@ def test_checkpoints_a_pod_cannot_serve_are_refused(kubernetes, kwargs, message)
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"results_home": "/tmp/r"}, "in kubernetes mode set kubernetes.results_volume_claim"),
+        ({"results_home": "/tmp/r"}, "or set kubernetes.results_volume_claim"),
         ({"kubernetes": {"secrets": {"K": "Bad Name"}}}, "give 'secret-name' or 'secret-name/key'"),
         ({"kubernetes": {"namespace": "Evals"}}, "'Evals' is not a Kubernetes name"),
         ({"kubernetes": {"gpu": 1}}, "kubernetes.gpu: unknown field"),

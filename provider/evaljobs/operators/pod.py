@@ -8,6 +8,7 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
+from evaljobs.engine.objectstore import is_url
 from evaljobs.operators.evaluate import EvaluationOperator
 from evaljobs.operators.merge import shared_parts_home
 from evaljobs.operators.serve import cluster_settings
@@ -31,7 +32,8 @@ class WandbEvalPodOperator(EvaluationOperator, KubernetesPodOperator):
     is built when the task runs, from the rendered job (:func:`evaljobs.kubernetes.pods.evaluation_pod`):
     what can be refused without a cluster (catalog, placement, size, unmapped secrets) and the Kubernetes
     Secrets it references are checked before it is submitted. ``WandbEvalOperator(execution_mode="kubernetes",
-    ...)`` is this operator.
+    ...)`` is this operator. ``results_home`` may be object storage (``s3://bucket/prefix``, the store's variables
+    mapped in ``kubernetes.secrets``), never a path of the worker.
 
     The rest is KubernetesPodOperator's: ``deferrable`` (default: ``[operators] default_deferrable``) waits for
     the pod in the triggerer; a retry reattaches to a pod its previous try left running, or starts a new one;
@@ -44,10 +46,8 @@ class WandbEvalPodOperator(EvaluationOperator, KubernetesPodOperator):
 
     def __init__(self, *, kubernetes: dict[str, Any] | None = None, **kwargs: Any) -> None:
         settings = cluster_settings("kubernetes", kubernetes)
-        if kwargs.get("results_home"):
-            raise ValueError(
-                "results_home is a path on the Airflow worker; in kubernetes mode set kubernetes.results_volume_claim"
-            )
+        if "{{" not in str(kwargs.get("results_home")):  # a templated one is checked once rendered
+            _check_home(kwargs.get("results_home"))
         lifecycle = LIFECYCLE | {"kubernetes_conn_id": settings.kubernetes_conn_id, "namespace": settings.namespace}
         super().__init__(**(lifecycle | kwargs))
         self.kubernetes = settings
@@ -78,6 +78,7 @@ class WandbEvalPodOperator(EvaluationOperator, KubernetesPodOperator):
         from evaljobs.hooks.wandb import WandbHook
         from evaljobs.kubernetes.pods import evaluation_pod, wandb_env
 
+        _check_home(self.results_home)
         spec = self.parsed_spec(context)
         try:
             if problems := catalog_problems(spec):  # the pod runs the full preflight; this needs no cluster
@@ -104,3 +105,13 @@ class WandbEvalPodOperator(EvaluationOperator, KubernetesPodOperator):
 
         if refs := secret_refs(self.env_vars, self.init_containers):
             check_secrets(refs, self.kubernetes.namespace, self.client)
+
+
+def _check_home(home: str | None) -> None:
+    """Refuse a results home that is a path of the Airflow worker: it does not exist in the pod."""
+    if home and not is_url(home):
+        raise ValueError(
+            f"results_home {home!r} is a path on the Airflow worker, not in the pod; in kubernetes mode give "
+            "object storage (s3://bucket/prefix, credentials mapped in kubernetes.secrets) or set "
+            "kubernetes.results_volume_claim"
+        )
