@@ -26,7 +26,6 @@ POD_PROBE = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
-from evaljobs.engine.spec import JobSpec
 from evaljobs.operators.pod import WandbEvalPodOperator
 
 class TI:
