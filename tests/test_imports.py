@@ -3,9 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
-HEAVY = ("torch", "vllm", "lm_eval", "wandb", "transformers", "datasets")
+HEAVY = ("torch", "vllm", "lm_eval", "wandb", "transformers", "datasets", "kubernetes")
 
 PROBE = """
 import importlib.util, sys
@@ -18,9 +20,11 @@ print(",".join(sorted(m for m in {HEAVY} if m in sys.modules)))
 """
 
 
-def test_provider_and_dag_import_no_heavy_library():
+# The quickstart, and a DAG of mapped evaluations (`.partial(...)` checks its arguments when the DAG is parsed).
+@pytest.mark.parametrize("dag", ["evaljobs_quickstart.py", "evaljobs_checkpoint.py"])
+def test_provider_and_dag_import_no_heavy_library(dag):
     out = subprocess.run(
-        [sys.executable, "-c", PROBE.replace("{HEAVY}", repr(HEAVY)), str(REPO / "dags" / "evaljobs_quickstart.py")],
+        [sys.executable, "-c", PROBE.replace("{HEAVY}", repr(HEAVY)), str(REPO / "dags" / dag)],
         capture_output=True,
         text=True,
         check=True,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from evaljobs.engine.errors import SpecError
-from evaljobs.operators.evaluate import SHARD_INDEX_TEMPLATE, WandbEvalOperator
-from evaljobs.operators.merge import part_folders, shared_parts_home
+from evaljobs.operators.evaluate import SHARD_INDEX_TEMPLATE, WandbEvalOperator, shared_parts_home
+from evaljobs.operators.merge import part_folders
 
 SOURCE = {"checkpoint": "/models/m", "benchmarks": "arc_challenge_local"}
 CLUSTER = {"image": "evaljobs/worker:1", "namespace": "evals"}

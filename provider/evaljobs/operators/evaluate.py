@@ -117,8 +117,6 @@ class EvaluationOperator(BaseOperator):
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:
         """Mapped evaluations are named by their benchmark(s) in the UI unless ``map_index_template`` says else."""
-        from evaljobs.operators.merge import shared_parts_home
-
         shared_parts_home(kwargs.get("shards"), kwargs.get("kubernetes"), kwargs.get("results_home"))  # parse time
         kwargs.setdefault("map_index_template", SHARD_INDEX_TEMPLATE if kwargs.get("shards") else MAP_INDEX_TEMPLATE)
         if kwargs.get("publish_leaderboard", True) is not False:
@@ -272,6 +270,23 @@ class WandbEvalOperator(EvaluationOperator):
         """Stop the running job (the process stops its vLLM server and keeps what it finished)."""
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
+
+
+def shared_parts_home(shards: Any, kubernetes: Any, results_home: Any = None) -> None:
+    """Refuse, before any pod is submitted, a sharded evaluation whose pods would keep their parts in their own
+    (pod-local) results home: the merge could never read them. A PVC or an object-store home is shared."""
+    from evaljobs.engine.objectstore import is_url
+
+    if not isinstance(shards, int) or shards <= 1 or kubernetes is None or is_url(results_home):
+        return
+    get = kubernetes.get if isinstance(kubernetes, dict) else lambda key: getattr(kubernetes, key, None)
+    if not get("results_volume_claim"):
+        raise ValueError(
+            f"shards: the {shards} shard pods write their parts to the results home, which the merge reads; "
+            "without kubernetes.results_volume_claim it is each pod's own emptyDir, lost with the pod. Set "
+            "kubernetes.results_volume_claim to a PVC every pod can mount (ReadWriteMany), or give an object-store "
+            "results home (s3://bucket/prefix)"
+        )
 
 
 def _templated(value: Any) -> bool:

@@ -178,19 +178,3 @@ def part_folders(parts: Any) -> list[str]:
             folders.append(str(item))
     return list(dict.fromkeys(folders))
 
-
-def shared_parts_home(shards: Any, kubernetes: Any, results_home: Any = None) -> None:
-    """Refuse, before any pod is submitted, a sharded evaluation whose pods would keep their parts in their own
-    (pod-local) results home: the merge could never read them. A PVC or an object-store home is shared."""
-    from evaljobs.engine.objectstore import is_url
-
-    if not isinstance(shards, int) or shards <= 1 or kubernetes is None or is_url(results_home):
-        return
-    get = kubernetes.get if isinstance(kubernetes, dict) else lambda key: getattr(kubernetes, key, None)
-    if not get("results_volume_claim"):
-        raise ValueError(
-            f"shards: the {shards} shard pods write their parts to the results home, which the merge reads; "
-            "without kubernetes.results_volume_claim it is each pod's own emptyDir, lost with the pod. Set "
-            "kubernetes.results_volume_claim to a PVC every pod can mount (ReadWriteMany), or give an object-store "
-            "results home (s3://bucket/prefix)"
-        )

@@ -9,8 +9,7 @@ from airflow.exceptions import AirflowException
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
 from evaljobs.engine.objectstore import is_url
-from evaljobs.operators.evaluate import EvaluationOperator
-from evaljobs.operators.merge import shared_parts_home
+from evaljobs.operators.evaluate import EvaluationOperator, shared_parts_home
 from evaljobs.operators.serve import cluster_settings
 
 # How the pod runs, whatever the job: KubernetesPodOperator arguments a DAG may still override.
