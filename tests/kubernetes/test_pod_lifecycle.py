@@ -55,12 +55,17 @@ def wait_for(condition, timeout=60.0):
         time.sleep(0.05)
 
 
+def left_running(endpoint):
+    """The pod a first try created before its worker was lost."""
+    first, try1 = operator(endpoint), context(1)
+    first.prepare_pod(try1)
+    first.name = first._set_name(first.name)
+    return first.get_or_create_pod(first.build_pod_request_obj(try1), try1)
+
+
 def test_a_retry_reattaches_to_the_pod_its_first_try_left_running(api):
     with LatencyEndpoint(0.01, 16) as endpoint:
-        first, try1 = operator(endpoint), context(1)
-        first.prepare_pod(try1)
-        first.name = first._set_name(first.name)
-        created = first.get_or_create_pod(first.build_pod_request_obj(try1), try1)  # ... then the worker is lost
+        created = left_running(endpoint)
         second, try2 = operator(endpoint), context(2)
         summary = second.execute(try2)
     assert [(m, k) for m, k, _ in api.calls].count(("POST", "pods")) == 1  # no second pod
@@ -71,10 +76,7 @@ def test_a_retry_reattaches_to_the_pod_its_first_try_left_running(api):
 
 def test_a_deferrable_retry_of_a_pod_that_has_ended_returns_its_summary_without_deferring(api):
     with LatencyEndpoint(0.01, 16) as endpoint:
-        first, try1 = operator(endpoint), context(1)
-        first.prepare_pod(try1)
-        first.name = first._set_name(first.name)
-        created = first.get_or_create_pod(first.build_pod_request_obj(try1), try1)  # ... then the worker is lost
+        created = left_running(endpoint)
         run = api.runs[created.metadata.name]
         assert run.done.wait(60) and run.exit_code == 0  # the evaluation ended; its XCom sidecar waits
         summary = operator(endpoint, deferrable=True).execute(context(2))  # no TaskDeferred: nothing to wait for

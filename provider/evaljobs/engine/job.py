@@ -198,8 +198,9 @@ def _run_checked(
                     + (f", {counted['requests']} requests answered by the server" if counted else "")
                 )
     if rows:
-        published = spec.destination.results_url or home
-        board, report_path = publish(project, published, target, log, write=spec.destination.publish_leaderboard)
+        board, report_path = publish(
+            project, published_home(spec), target, log, write=spec.destination.publish_leaderboard
+        )
     else:
         board, report_path = leaderboard.build(project, objectstore.project_rows(published_home(spec), project)), None
     if failures:

@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 
 from evaljobs.assets import emit_leaderboard_event, with_leaderboard_outlet
 from evaljobs.operators.links import LeaderboardLink
+from evaljobs.operators.publish import switched_on
 
 
 class ShardMergeOperator(BaseOperator):
@@ -73,9 +74,7 @@ class ShardMergeOperator(BaseOperator):
         if problem := engine_problem():
             raise AirflowException(problem)
         folders = part_folders(self.parts)
-        if not folders:
-            raise AirflowException("parts: no shard part to merge (give the shard tasks' .output or part folders)")
-        publish = str(self.publish_leaderboard).lower() not in ("false", "0", "none", "")
+        publish = switched_on(self.publish_leaderboard)
         try:
             secrets = WandbHook(self.wandb_conn_id).env(self.wandb_mode) if self.wandb_mode != "disabled" else {}
             summaries = run_merge(folders, secrets, publish, log=self.log, started=self._started)
@@ -144,13 +143,11 @@ class ShardMergePodOperator(KubernetesPodOperator):
         from evaljobs.kubernetes.vllm import POD_PYTHON
 
         folders = part_folders(self.parts)
-        if not folders:
-            raise AirflowException("parts: no shard part to merge (give the shard tasks' .output or part folders)")
         if not self.kubernetes.results_volume_claim and not all(is_url(f) for f in folders):
             raise AirflowException(
                 "kubernetes.results_volume_claim: the parts are in the shard pods' results home; mount the same PVC"
             )
-        publish = str(self.publish_leaderboard).lower() not in ("false", "0", "none", "")
+        publish = switched_on(self.publish_leaderboard)
         flag = "--publish-leaderboard" if publish else "--no-publish-leaderboard"
         self.cmds = [POD_PYTHON, "-m", "evaljobs.cli", "merge", *folders, flag, "--summary-out", XCOM_FILE]
         plain, names = {}, []
@@ -168,7 +165,7 @@ class ShardMergePodOperator(KubernetesPodOperator):
 
 def part_folders(parts: Any) -> list[str]:
     """The parts' folders named by ``parts``: shard summaries (``shard_parts``: benchmark -> folder), folders,
-    or a mix; each once, in order."""
+    or a mix; each once, in order. None at all fails the task."""
     items = [parts] if isinstance(parts, (str, dict)) else list(parts or [])
     folders: list[str] = []
     for item in items:
@@ -176,5 +173,6 @@ def part_folders(parts: Any) -> list[str]:
             folders += [str(f) for f in (item.get("shard_parts") or {}).values()]
         elif item:
             folders.append(str(item))
+    if not folders:
+        raise AirflowException("parts: no shard part to merge (give the shard tasks' .output or part folders)")
     return list(dict.fromkeys(folders))
-

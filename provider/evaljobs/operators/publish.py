@@ -47,21 +47,19 @@ class LeaderboardPublishOperator(BaseOperator):
         self.wandb_conn_id, self.wandb_mode = wandb_conn_id, wandb_mode
 
     def execute(self, context: Any) -> dict[str, Any] | None:
-
         from evaljobs.engine.errors import EvalJobsError
         from evaljobs.engine.objectstore import home_of
         from evaljobs.engine.preflight import engine_problem
-        from evaljobs.engine.spec import default_results_home
         from evaljobs.hooks.wandb import WandbHook
 
-        if str(self.enabled).lower() in ("false", "0", "none", ""):
+        if not switched_on(self.enabled):
             self.log.info("publishing is off for this run: the leaderboard of %s is left as it is", self.project)
             return None
         if problem := engine_problem():
             raise AirflowException(problem)
         from evaljobs.engine.job import publish
 
-        home = home_of(self.results_home) if self.results_home else default_results_home()
+        home = home_of(self.results_home)  # None: $EVALJOBS_HOME
         try:
             target = WandbHook(self.wandb_conn_id).target(self.wandb_mode)
             board, report = publish(self.project, home, target, self.log.info)
@@ -70,3 +68,8 @@ class LeaderboardPublishOperator(BaseOperator):
         published = board.as_dict()
         emit_leaderboard_event(context, self.project, published)
         return published | {"report": str(report)}
+
+
+def switched_on(value: Any) -> bool:
+    """A boolean argument that may arrive templated: the strings ``"False"``, ``"0"``, ``"None"`` and ``""`` are off."""
+    return str(value).lower() not in ("false", "0", "none", "")
