@@ -130,11 +130,12 @@ def restore(url: str, cache_dir: Path) -> Restored:
     lm-eval opens it. Answers the local cache already holds are left as they are, and segments restored into
     it before are not read again (a disk that outlives its jobs: they are named in a table of the cache's
     own file, so a deleted cache forgets them too)."""
-    import fsspec
     from sqlitedict import SqliteDict
 
+    from evaljobs.engine.objectstore import filesystem
+
     started, restored = time.monotonic(), Restored()
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = filesystem(url)
     try:
         names = sorted(p for p in fs.find(root) if p.endswith(".jsonl"))
     except FileNotFoundError:
@@ -205,9 +206,9 @@ class CacheCopy:
             return len(self._pending)
 
     def start(self) -> CacheCopy:
-        import fsspec
+        from evaljobs.engine.objectstore import filesystem
 
-        self._fs, self._root = fsspec.core.url_to_fs(self.url)
+        self._fs, self._root = filesystem(self.url)
         try:
             self._fs.makedirs(self._root, exist_ok=True)  # a local folder needs it; object stores have no folders
         except OSError:
